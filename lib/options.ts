@@ -1,0 +1,216 @@
+import type { AgentOptions } from 'node:https';
+import type { TransportStreamOptions } from 'winston-transport';
+import { redact } from './errors';
+
+/** Options of {@link VectorTransport}. Durations are milliseconds. */
+export interface VectorTransportOptions extends TransportStreamOptions {
+  /** URL of Vector's `http_server` source. Userinfo (`http://user:pass@host`) becomes basic auth. Required. */
+  vectorUrl: string;
+  /** Written on every record. Required, non-empty. */
+  project: string;
+  /** Written on every record. Required, non-empty. */
+  table: string;
+  /** SQLite file of the durable queue; its directory is created. Default `./logs/queue.db`. */
+  dbPath?: string;
+  /** Pending records that trigger a shipment, and the most one request carries. Default 100. */
+  batchSize?: number;
+  /** Ship whatever is pending at least this often, in ms. Default 5000. */
+  flushInterval?: number;
+  /** Attempts per shipment before the batch waits for the next round (it is never dropped for it). Default 3. */
+  maxRetries?: number;
+  /** Base of the exponential backoff with full jitter, in ms. Default 1000. */
+  retryDelay?: number;
+  /** Cap of the backoff and of a `Retry-After` wait, in ms. Default 30000. */
+  maxRetryDelay?: number;
+  /** Fields merged at the top level of every record. A key that collides with a record field is refused. */
+  extraFields?: Record<string, unknown>;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+  /** Per-request timeout, in ms. Default 10000. */
+  timeout?: number;
+  /** Request body: `'json'` (a JSON array on one line, default) or `'ndjson'` (one record per line). */
+  body?: 'json' | 'ndjson';
+  /** `'gzip'` (default) or `'none'`. */
+  compression?: 'gzip' | 'none';
+  /** Level name → `level_num`, for custom level sets. Wins over the built-in tables. */
+  levelNumbers?: Record<string, number>;
+  /** How long `close()` keeps shipping before it leaves the rest on disk, in ms. Default 5000. */
+  closeTimeout?: number;
+  /** When set, every record carries a unique id under this key, stable across resends. Off by default. */
+  idField?: string;
+  /** Records larger than this (serialized, in bytes) are truncated. Default 1 MiB. */
+  maxRecordBytes?: number;
+  /**
+   * SQLite `synchronous` setting. `'normal'` (default) survives a killed process; `'full'` also
+   * survives a power loss, at the cost of an fsync per commit.
+   */
+  synchronous?: 'normal' | 'full';
+  /** TLS settings for an https `vectorUrl` (`ca`, `cert`, `key`, `rejectUnauthorized`, …). */
+  tls?: TlsOptions;
+}
+
+export type TlsOptions = Pick<AgentOptions, 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'rejectUnauthorized' | 'servername'>;
+
+export interface ResolvedOptions {
+  /** Without userinfo: safe to show. */
+  readonly url: string;
+  readonly authorization: string | undefined;
+  readonly project: string;
+  readonly table: string;
+  readonly dbPath: string;
+  readonly batchSize: number;
+  readonly flushInterval: number;
+  readonly maxRetries: number;
+  readonly retryDelay: number;
+  readonly maxRetryDelay: number;
+  readonly extraFields: Readonly<Record<string, unknown>>;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly timeout: number;
+  readonly body: 'json' | 'ndjson';
+  readonly compression: 'gzip' | 'none';
+  readonly levelNumbers: Readonly<Record<string, number>>;
+  readonly closeTimeout: number;
+  readonly idField: string | undefined;
+  readonly maxRecordBytes: number;
+  readonly synchronous: 'normal' | 'full';
+  readonly tls: Readonly<TlsOptions>;
+}
+
+/** Keys every record owns; `extraFields` may not use them. */
+export const RECORD_FIELDS: readonly string[] = [
+  'timestamp', 'level', 'level_num', 'message', 'project', 'table', 'extra', 'exception',
+];
+
+const show = (value: unknown): string => {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return '[function]';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+};
+
+function integer(name: string, value: unknown, fallback: number, min: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    throw new RangeError(`\`${name}\` must be an integer ≥ ${min}, got ${show(v)}`);
+  }
+  return v;
+}
+
+function nonEmpty(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new TypeError(`\`${name}\` must be a non-empty string, got ${show(value)}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(name: string, value: unknown, fallback: T, allowed: readonly T[]): T {
+  const v = value ?? fallback;
+  if (!allowed.includes(v as T)) {
+    throw new TypeError(`\`${name}\` must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${show(v)}`);
+  }
+  return v as T;
+}
+
+function plainObject(name: string, value: unknown): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`\`${name}\` must be an object, got ${show(value)}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/** Userinfo is moved out of the URL into an Authorization header, so the URL itself is safe to show. */
+function resolveUrl(raw: unknown): { url: string; authorization: string | undefined } {
+  if (typeof raw !== 'string' || raw === '') {
+    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(raw)}`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(redact(raw))}`);
+  }
+  let authorization: string | undefined;
+  if (parsed.username !== '' || parsed.password !== '') {
+    const user = decodeURIComponent(parsed.username);
+    const pass = decodeURIComponent(parsed.password);
+    authorization = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+    parsed.username = '';
+    parsed.password = '';
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(parsed.href)}`);
+  }
+  return { url: parsed.href, authorization };
+}
+
+/** Defaults, then validation, then a frozen object. Throws a TypeError/RangeError naming the option. */
+export function resolveOptions(options: VectorTransportOptions): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`VectorTransport options must be an object, got ${show(options)}`);
+  }
+  const { url, authorization } = resolveUrl(options.vectorUrl);
+  const project = nonEmpty('project', options.project);
+  const table = nonEmpty('table', options.table);
+  const dbPath = options.dbPath === undefined ? './logs/queue.db' : nonEmpty('dbPath', options.dbPath);
+
+  const idField = options.idField === undefined ? undefined : nonEmpty('idField', options.idField);
+  if (idField !== undefined && RECORD_FIELDS.includes(idField)) {
+    throw new TypeError(`\`idField\` must not be a record field, got ${show(idField)}`);
+  }
+
+  const extraFields = plainObject('extraFields', options.extraFields);
+  for (const key of Object.keys(extraFields)) {
+    if (RECORD_FIELDS.includes(key) || key === idField) {
+      throw new TypeError(`\`extraFields\` key ${show(key)} collides with a record field`);
+    }
+  }
+
+  const headers = plainObject('headers', options.headers);
+  for (const [key, value] of Object.entries(headers)) {
+    if (typeof value !== 'string') {
+      throw new TypeError(`\`headers\` value of ${show(key)} must be a string, got ${show(value)}`);
+    }
+  }
+
+  const levelNumbers = plainObject('levelNumbers', options.levelNumbers);
+  for (const [key, value] of Object.entries(levelNumbers)) {
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      throw new TypeError(`\`levelNumbers\` value of ${show(key)} must be a finite number, got ${show(value)}`);
+    }
+  }
+
+  const retryDelay = integer('retryDelay', options.retryDelay, 1000, 0);
+  const maxRetryDelay = integer('maxRetryDelay', options.maxRetryDelay, Math.max(30_000, retryDelay), 0);
+  if (maxRetryDelay < retryDelay) {
+    throw new RangeError(`\`maxRetryDelay\` must be ≥ \`retryDelay\` (${retryDelay}), got ${maxRetryDelay}`);
+  }
+
+  return Object.freeze({
+    url,
+    authorization,
+    project,
+    table,
+    dbPath,
+    batchSize: integer('batchSize', options.batchSize, 100, 1),
+    flushInterval: integer('flushInterval', options.flushInterval, 5000, 1),
+    maxRetries: integer('maxRetries', options.maxRetries, 3, 1),
+    retryDelay,
+    maxRetryDelay,
+    extraFields: Object.freeze({ ...extraFields }),
+    headers: Object.freeze({ ...(headers as Record<string, string>) }),
+    timeout: integer('timeout', options.timeout, 10_000, 1),
+    body: oneOf('body', options.body, 'json', ['json', 'ndjson'] as const),
+    compression: oneOf('compression', options.compression, 'gzip', ['gzip', 'none'] as const),
+    levelNumbers: Object.freeze({ ...(levelNumbers as Record<string, number>) }),
+    closeTimeout: integer('closeTimeout', options.closeTimeout, 5000, 0),
+    idField,
+    maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, 1024 * 1024, 1024),
+    synchronous: oneOf('synchronous', options.synchronous, 'normal', ['normal', 'full'] as const),
+    tls: Object.freeze({ ...(plainObject('tls', options.tls) as TlsOptions) }),
+  });
+}

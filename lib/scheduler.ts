@@ -1,0 +1,264 @@
+import pRetry from 'p-retry';
+import { VectorDeliveryError } from './errors';
+import { backoffDelay } from './policy';
+import type { Queue, QueuedRecord } from './queue';
+import type { Shipper, ShipResult } from './shipper';
+
+export interface SchedulerOptions {
+  readonly batchSize: number;
+  readonly flushInterval: number;
+  readonly maxRetries: number;
+  readonly retryDelay: number;
+  readonly maxRetryDelay: number;
+}
+
+export interface DeliveryStats {
+  delivered: number;
+  retried: number;
+  deadLettered: number;
+  lastError: { message: string; status: number | undefined; at: Date } | null;
+  lastSuccessAt: Date | null;
+}
+
+/** Thrown inside p-retry for an answer worth another attempt. */
+class RetryableAnswer extends Error {
+  constructor(readonly result: ShipResult) {
+    super(result.detail ?? 'retryable answer');
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Decides when to ship: when `batchSize` records are pending, every `flushInterval`, on `flush()`,
+ * and after a backoff. One request is in flight at a time; a backlog drains batch after batch.
+ * A failed round leaves its records on disk, released in order, and waits with backoff (full
+ * jitter, capped; `Retry-After` when the answer had one; the cap when the receiver refuses the
+ * configuration) before the next.
+ */
+export class Scheduler {
+  readonly stats: DeliveryStats = { delivered: 0, retried: 0, deadLettered: 0, lastError: null, lastSuccessAt: null };
+  private readonly abort = new AbortController();
+  private running: Promise<void> | undefined;
+  private again = false;
+  private interval: NodeJS.Timeout | undefined;
+  private backoffTimer: NodeJS.Timeout | undefined;
+  private backoffUntil = 0;
+  private failedRounds = 0;
+  private unshipped = 0;
+  private state = 'ok';
+  private closing = false;
+  private waiters: Array<{ untilId: number; resolve: () => void }> = [];
+
+  constructor(
+    private readonly queue: Queue,
+    private readonly shipper: Shipper,
+    private readonly options: SchedulerOptions,
+    private readonly onWarn: (err: VectorDeliveryError) => void,
+  ) {}
+
+  /** Starts the interval and ships what an earlier run left behind. */
+  start(): void {
+    this.interval = setInterval(() => this.kick(false), this.options.flushInterval);
+    this.interval.unref();
+    this.kick(false);
+  }
+
+  /** Called after records were committed. */
+  notify(appended: number): void {
+    this.unshipped += appended;
+    if (this.unshipped >= this.options.batchSize) this.kick(false);
+  }
+
+  /** Ships until everything that was queued at the call is delivered, or a round fails. */
+  async flush(): Promise<void> {
+    if (this.closing) return;
+    const untilId = await this.queue.maxId();
+    if (untilId === 0) return;
+    await new Promise<void>((resolve) => {
+      this.waiters.push({ untilId, resolve });
+      this.kick(true);
+    });
+  }
+
+  /** Stops the timers, ships until `timeoutMs` runs out, and aborts whatever is still in flight. */
+  async close(timeoutMs: number): Promise<void> {
+    if (this.closing) return this.running;
+    this.closing = true;
+    clearInterval(this.interval);
+    clearTimeout(this.backoffTimer);
+    const deadline = setTimeout(() => this.abort.abort(), timeoutMs);
+    deadline.unref();
+    try {
+      if (timeoutMs === 0) this.abort.abort();
+      await this.running;
+      if (!this.abort.signal.aborted) await this.run();
+    } finally {
+      clearTimeout(deadline);
+      this.abort.abort();
+      this.settleWaiters(Infinity);
+    }
+  }
+
+  private kick(force: boolean): void {
+    if (this.abort.signal.aborted) return;
+    if (!force && Date.now() < this.backoffUntil) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    void this.run();
+  }
+
+  private run(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = this.drain()
+      .catch((err: unknown) => {
+        this.fail({ action: 'retry', detail: `queue error: ${err instanceof Error ? err.message : String(err)}` });
+        this.scheduleBackoff(this.options.maxRetryDelay);
+      })
+      .finally(() => {
+        this.running = undefined;
+        this.settleWaiters(Infinity);
+      });
+    return this.running;
+  }
+
+  private async drain(): Promise<void> {
+    do {
+      this.again = false;
+      while (!this.abort.signal.aborted) {
+        const batch = await this.queue.claim(this.options.batchSize);
+        this.settleWaiters(batch.length > 0 ? batch[0]!.id - 1 : Infinity);
+        if (batch.length === 0) break;
+        this.unshipped = Math.max(0, this.unshipped - batch.length);
+        const failure = await this.ship(batch);
+        if (failure) {
+          await this.queue.release(batch.map((r) => r.id));
+          this.failedRounds++;
+          const wait =
+            failure.action === 'blocked'
+              ? this.options.maxRetryDelay
+              : (failure.retryAfter !== undefined
+                ? Math.min(failure.retryAfter, this.options.maxRetryDelay)
+                : backoffDelay(this.failedRounds, this.options.retryDelay, this.options.maxRetryDelay));
+          this.scheduleBackoff(wait);
+          return;
+        }
+        this.failedRounds = 0;
+        this.backoffUntil = 0;
+      }
+    } while (this.again && !this.abort.signal.aborted);
+  }
+
+  private scheduleBackoff(wait: number): void {
+    this.backoffUntil = Date.now() + wait;
+    clearTimeout(this.backoffTimer);
+    if (this.closing) return;
+    this.backoffTimer = setTimeout(() => this.kick(true), wait);
+    this.backoffTimer.unref();
+  }
+
+  /** Flush callers waiting for ids up to `doneThrough` are answered. */
+  private settleWaiters(doneThrough: number): void {
+    if (this.waiters.length === 0) return;
+    const keep: typeof this.waiters = [];
+    for (const w of this.waiters) {
+      if (w.untilId <= doneThrough) w.resolve();
+      else keep.push(w);
+    }
+    this.waiters = keep;
+  }
+
+  /**
+   * Delivers one batch: retries what is worth retrying, splits on 413, bisects on 400 down to the
+   * records that stay rejected and dead-letters them. Returns the failure that ends the round, if any.
+   */
+  private async ship(records: readonly QueuedRecord[]): Promise<ShipResult | undefined> {
+    const result = await this.sendWithRetries(records);
+    const ids = records.map((r) => r.id);
+    switch (result.action) {
+      case 'delivered':
+        await this.queue.ack(ids);
+        this.stats.delivered += records.length;
+        this.stats.lastSuccessAt = new Date();
+        this.state = 'ok';
+        return undefined;
+      case 'split':
+      case 'rejected': {
+        if (records.length === 1) {
+          const reason = result.detail ?? `HTTP ${result.status}`;
+          const moved = await this.queue.deadLetter(ids, result.status, reason);
+          this.stats.deadLettered += moved;
+          this.onWarn(
+            new VectorDeliveryError(`record ${ids[0]} moved to the dead-letter table: ${reason}`, {
+              status: result.status,
+              action: 'dead-letter',
+              records: 1,
+            }),
+          );
+          return undefined;
+        }
+        const mid = Math.ceil(records.length / 2);
+        return (await this.ship(records.slice(0, mid))) ?? (await this.ship(records.slice(mid)));
+      }
+      default:
+        this.fail(result, records.length);
+        return result;
+    }
+  }
+
+  private fail(result: ShipResult, records = 0): void {
+    const message = result.detail ?? `HTTP ${result.status}`;
+    this.stats.lastError = { message, status: result.status, at: new Date() };
+    const code = (result.cause as (Error & { code?: string }) | undefined)?.code;
+    const state = `${result.action}:${result.status ?? code ?? message}`;
+    if (state === this.state) return;
+    this.state = state;
+    const what = result.action === 'blocked' ? 'delivery blocked (records kept, retried at the cap)' : 'delivery failed (records kept, will retry)';
+    this.onWarn(new VectorDeliveryError(`${what}: ${message}`, { status: result.status, action: result.action, records, cause: result.cause }));
+  }
+
+  private async sendWithRetries(records: readonly QueuedRecord[]): Promise<ShipResult> {
+    const bodies = records.map((r) => r.body);
+    let last: ShipResult = { action: 'retry', detail: 'aborted before sending' };
+    try {
+      return await pRetry(
+        async () => {
+          const result = await this.shipper.send(bodies, this.abort.signal);
+          last = result;
+          if (result.action === 'retry') throw new RetryableAnswer(result);
+          return result;
+        },
+        {
+          retries: this.options.maxRetries - 1,
+          minTimeout: 0,
+          signal: this.abort.signal,
+          onFailedAttempt: async ({ retriesLeft, attemptNumber }) => {
+            if (retriesLeft <= 0 || this.abort.signal.aborted) return;
+            this.stats.retried++;
+            const wait =
+              last.retryAfter !== undefined
+                ? Math.min(last.retryAfter, this.options.maxRetryDelay)
+                : backoffDelay(attemptNumber - 1, this.options.retryDelay, this.options.maxRetryDelay);
+            await sleep(wait, this.abort.signal);
+          },
+        },
+      );
+    } catch {
+      return last;
+    }
+  }
+}

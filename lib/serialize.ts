@@ -1,0 +1,128 @@
+/** Nesting below this depth is written as `"[Object]"` / `"[Array]"`. */
+export const MAX_DEPTH = 10;
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+const UNSERIALIZABLE = '[Unserializable]';
+
+function describeThrow(err: unknown): string {
+  try {
+    return `[Unserializable: ${err instanceof Error ? err.message : String(err)}]`;
+  } catch {
+    return UNSERIALIZABLE;
+  }
+}
+
+/**
+ * Turns any value into plain JSON data without ever throwing, following
+ * shared/docs/record-format.md: Errors keep name/message/stack/cause, Date → ISO,
+ * BigInt → decimal, bytes → base64, Map → object, Set → array, circular → "[Circular]".
+ * Returns `undefined` for what JSON leaves out (undefined, functions, symbols).
+ */
+export function toJson(value: unknown, depth = 0, ancestors: Set<object> = new Set()): Json | undefined {
+  try {
+    switch (typeof value) {
+      case 'string':
+      case 'boolean':
+        return value;
+      case 'number':
+        return Number.isFinite(value) ? value : null;
+      case 'bigint':
+        return value.toString();
+      case 'undefined':
+      case 'function':
+      case 'symbol':
+        return undefined;
+    }
+    if (value === null) return null;
+    const obj = value as object;
+    if (ancestors.has(obj)) return '[Circular]';
+    if (obj instanceof Date) return Number.isNaN(obj.getTime()) ? null : obj.toISOString();
+    if (ArrayBuffer.isView(obj)) return Buffer.from(obj.buffer, obj.byteOffset, obj.byteLength).toString('base64');
+    if (obj instanceof ArrayBuffer) return Buffer.from(obj).toString('base64');
+    if (depth >= MAX_DEPTH) return Array.isArray(obj) ? '[Array]' : '[Object]';
+
+    ancestors.add(obj);
+    try {
+      if (obj instanceof Error) return errorToJson(obj, depth, ancestors);
+      if (Array.isArray(obj)) return obj.map((v) => toJson(v, depth + 1, ancestors) ?? null);
+      if (obj instanceof Set) return [...obj].map((v) => toJson(v, depth + 1, ancestors) ?? null);
+      if (obj instanceof Map) {
+        const out: Record<string, Json> = {};
+        for (const [k, v] of obj) {
+          const j = toJson(v, depth + 1, ancestors);
+          if (j !== undefined) out[typeof k === 'string' ? k : safeString(k)] = j;
+        }
+        return out;
+      }
+      const toJSON = (obj as { toJSON?: unknown }).toJSON;
+      if (typeof toJSON === 'function') {
+        const replaced: unknown = toJSON.call(obj);
+        if (replaced !== obj) return toJson(replaced, depth + 1, ancestors);
+      }
+      return ownFields(obj, depth, ancestors);
+    } finally {
+      ancestors.delete(obj);
+    }
+  } catch (err) {
+    return describeThrow(err);
+  }
+}
+
+function ownFields(obj: object, depth: number, ancestors: Set<object>, skip?: Set<string>): Record<string, Json> {
+  const out: Record<string, Json> = {};
+  for (const key of Object.keys(obj)) {
+    if (skip?.has(key)) continue;
+    let j: Json | undefined;
+    try {
+      j = toJson((obj as Record<string, unknown>)[key], depth + 1, ancestors);
+    } catch (err) {
+      j = describeThrow(err);
+    }
+    if (j !== undefined) out[key] = j;
+  }
+  return out;
+}
+
+const ERROR_KEYS = new Set(['name', 'message', 'stack', 'cause', 'errors']);
+
+function errorToJson(err: Error, depth: number, ancestors: Set<object>): Record<string, Json> {
+  const out: Record<string, Json> = {
+    name: safeString(err.name),
+    message: safeString(err.message),
+  };
+  if (err.stack !== undefined) out.stack = safeString(err.stack);
+  Object.assign(out, ownFields(err, depth, ancestors, ERROR_KEYS));
+  if (err instanceof AggregateError && Array.isArray(err.errors)) {
+    out.errors = err.errors.map((e) => toJson(e, depth + 1, ancestors) ?? null);
+  }
+  if ('cause' in err && err.cause !== undefined) {
+    const cause = toJson(err.cause, depth + 1, ancestors);
+    if (cause !== undefined) out.cause = cause;
+  }
+  return out;
+}
+
+/** String() that never throws (objects whose toString throws, null-prototype objects). */
+export function safeString(value: unknown): string {
+  try {
+    return typeof value === 'string' ? value : String(value);
+  } catch {
+    try {
+      return Object.prototype.toString.call(value);
+    } catch {
+      return UNSERIALIZABLE;
+    }
+  }
+}
+
+/** A message is always a string: objects are rendered as JSON, never `[object Object]`. */
+export function renderMessage(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value === undefined) return '';
+  if (value !== null && typeof value === 'object') {
+    const j = toJson(value);
+    return typeof j === 'string' ? j : JSON.stringify(j);
+  }
+  return safeString(value);
+}

@@ -1,0 +1,257 @@
+import TransportStream from 'winston-transport';
+import { VectorDeliveryError, VectorQueueError } from './errors';
+import { LevelTable } from './levels';
+import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
+import { buildRecord, type RecordContext } from './record';
+import { prepareDatabaseFile, SqliteQueue } from './queue';
+import { Scheduler } from './scheduler';
+import { toJson } from './serialize';
+import { HttpShipper } from './shipper';
+
+/** What `flush()` answers. */
+export interface FlushResult {
+  /** Records delivered while the flush ran. */
+  readonly delivered: number;
+  /** Records still in the queue afterwards. */
+  readonly pending: number;
+}
+
+/** What `stats()` answers. */
+export interface TransportStats {
+  readonly pending: number;
+  readonly delivered: number;
+  readonly retried: number;
+  readonly deadLettered: number;
+  /** Rows in the dead-letter table now (also those of earlier runs). */
+  readonly deadLetters: number;
+  /** Records that could not be committed, by reason. */
+  readonly dropped: Readonly<Record<string, number>>;
+  /** Age of the oldest pending record, in ms; null when none is pending. */
+  readonly oldestPendingAgeMs: number | null;
+  readonly lastError: { readonly message: string; readonly status: number | undefined; readonly at: Date } | null;
+  readonly lastSuccessAt: Date | null;
+}
+
+interface Runtime {
+  readonly queue: SqliteQueue;
+  readonly scheduler: Scheduler;
+}
+
+type WriteChunk = { chunk: Record<string, unknown> };
+
+/**
+ * A winston transport that commits every record to a local SQLite queue before acknowledging it,
+ * and ships the queue in batches to Vector's `http_server` source.
+ */
+export class VectorTransport extends TransportStream {
+  /** The options in force, after defaults and validation. */
+  readonly config: ResolvedOptions;
+  private readonly runtime: Promise<Runtime | undefined>;
+  private readonly shipper: HttpShipper;
+  private readonly extraFields: Readonly<Record<string, unknown>>;
+  private levelTable: { source: unknown; table: LevelTable } | undefined;
+  /** Commits under way; `flush()` and `close()` wait for them. */
+  private readonly writes = new Set<Promise<void>>();
+  private readonly dropped: Record<string, number> = {};
+  private closing: Promise<void> | undefined;
+  private queueClosed = false;
+
+  constructor(options: VectorTransportOptions) {
+    super(options);
+    this.config = resolveOptions(options);
+    const file = prepareDatabaseFile(this.config.dbPath);
+    this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
+    this.shipper = new HttpShipper({ ...this.config, tls: this.config.tls });
+    this.runtime = this.start(file);
+  }
+
+  private async start(file: string): Promise<Runtime | undefined> {
+    const c = this.config;
+    try {
+      const queue = await SqliteQueue.open(file, {
+        leaseMs: c.maxRetries * (c.timeout + c.maxRetryDelay) + 60_000,
+        synchronous: c.synchronous,
+        busyTimeout: 10_000,
+        onWarn: (message, cause) => this.emit('warn', new VectorQueueError(message, { cause })),
+      });
+      const scheduler = new Scheduler(queue, this.shipper, c, (err) => this.emit('warn', err));
+      scheduler.start();
+      return { queue, scheduler };
+    } catch (err) {
+      const error = new VectorQueueError(`cannot open the queue file ${JSON.stringify(file)}: ${(err as Error).message}`, { cause: err });
+      // After construction, so a listener attached right after `new` sees it.
+      setImmediate(() => this.emit('error', error));
+      return undefined;
+    }
+  }
+
+  private context(): RecordContext {
+    const levels = (this as unknown as { levels?: Record<string, number> }).levels;
+    let cached = this.levelTable;
+    if (cached === undefined || cached.source !== levels) {
+      cached = { source: levels, table: new LevelTable(levels, this.config.levelNumbers) };
+      this.levelTable = cached;
+    }
+    const table = cached.table;
+    return {
+      project: this.config.project,
+      table: this.config.table,
+      extraFields: this.extraFields,
+      idField: this.config.idField,
+      maxRecordBytes: this.config.maxRecordBytes,
+      levels: table,
+    };
+  }
+
+  /** winston calls this for one record; the callback fires once the record is committed. */
+  override log(info: Record<string, unknown>, callback: () => void): void {
+    this.enqueue([info], callback);
+  }
+
+  /** winston calls this for a burst of records buffered behind a commit: one transaction for all. */
+  override logv(chunks: WriteChunk[], callback: () => void): void {
+    const infos: Record<string, unknown>[] = [];
+    for (const { chunk } of chunks) {
+      let info: Record<string, unknown> | false = chunk;
+      if (this.format) {
+        try {
+          info = this.format.transform({ ...chunk } as never, this.format.options) as Record<string, unknown> | false;
+        } catch (err) {
+          this.drop('format-error', 1, err);
+          continue;
+        }
+      }
+      if (info) infos.push(info);
+    }
+    this.enqueue(infos, callback);
+  }
+
+  private enqueue(infos: Record<string, unknown>[], callback: () => void): void {
+    const ctx = this.context();
+    const bodies: string[] = [];
+    for (const info of infos) {
+      try {
+        bodies.push(buildRecord(info, ctx));
+      } catch (err) {
+        // buildRecord guards every access; this is the last net so one record never takes others down.
+        this.drop('unserializable', 1, err);
+      }
+    }
+    const write: Promise<void> = this.runtime
+      .then((rt) => {
+        if (!rt) throw new VectorQueueError('the queue is not open');
+        return rt.queue.append(bodies).then(() => {
+          rt.scheduler.notify(bodies.length);
+          for (const info of infos) this.emit('logged', info);
+        });
+      })
+      .catch((err: unknown) => this.drop('write-failed', bodies.length, err))
+      .finally(() => {
+        this.writes.delete(write);
+        callback();
+      });
+    this.writes.add(write);
+  }
+
+  private drop(reason: string, count: number, cause: unknown): void {
+    if (count === 0) return;
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + count;
+    const message = cause instanceof Error ? cause.message : String(cause);
+    this.emit('warn', new VectorQueueError(`${count} record(s) dropped (${reason}): ${message}`, { cause }));
+  }
+
+  /** Resolves when every record handed to the transport so far is committed (or dropped). */
+  private async settleWrites(): Promise<void> {
+    // Records logged just now may still be on their way through winston's pipe.
+    await new Promise((resolve) => setImmediate(resolve));
+    while (this.writes.size > 0) await Promise.all(this.writes);
+  }
+
+  /**
+   * Timers are unref'd, so the transport never keeps a process alive by itself; but a caller who
+   * awaits `flush()` or `close()` must get an answer, so the process stays up for that (bounded) call.
+   */
+  private async holdingProcess<T>(fn: () => Promise<T>): Promise<T> {
+    const keepAlive = setInterval(() => undefined, 60_000);
+    try {
+      return await fn();
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  /** Ships what is queued now; resolves when it is delivered or this round failed. */
+  flush(): Promise<FlushResult> {
+    return this.holdingProcess(() => this.flushNow());
+  }
+
+  private async flushNow(): Promise<FlushResult> {
+    await this.settleWrites();
+    const rt = await this.runtime;
+    if (!rt || this.closing) return { delivered: 0, pending: rt ? await rt.queue.pendingCount().catch(() => 0) : 0 };
+    const before = rt.scheduler.stats.delivered;
+    await rt.scheduler.flush();
+    return { delivered: rt.scheduler.stats.delivered - before, pending: await rt.queue.pendingCount() };
+  }
+
+  /** Records waiting in the queue file (from any process sharing it). */
+  async pendingCount(): Promise<number> {
+    await this.settleWrites();
+    const rt = await this.runtime;
+    return rt && !this.queueClosed ? rt.queue.pendingCount() : 0;
+  }
+
+  async stats(): Promise<TransportStats> {
+    const rt = await this.runtime;
+    const q = rt && !this.queueClosed ? await rt.queue.stats() : { pending: 0, oldestPendingAt: null, deadLetters: 0 };
+    const s = rt?.scheduler.stats;
+    return {
+      pending: q.pending,
+      delivered: s?.delivered ?? 0,
+      retried: s?.retried ?? 0,
+      deadLettered: s?.deadLettered ?? 0,
+      deadLetters: q.deadLetters,
+      dropped: { ...this.dropped },
+      oldestPendingAgeMs: q.oldestPendingAt === null ? null : Math.max(0, Date.now() - q.oldestPendingAt),
+      lastError: s?.lastError ?? null,
+      lastSuccessAt: s?.lastSuccessAt ?? null,
+    };
+  }
+
+  /**
+   * Stops the scheduler, ships for up to `closeTimeout`, and closes the queue file. What is not
+   * delivered by then stays on disk and ships at the next start. Safe to call more than once.
+   */
+  override close(): Promise<void> {
+    this.closing ??= this.holdingProcess(() => this.shutdown());
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    await this.settleWrites();
+    const rt = await this.runtime;
+    try {
+      if (rt) {
+        await rt.scheduler.close(this.config.closeTimeout);
+        await rt.queue.close();
+      }
+    } catch (err) {
+      this.emit('warn', new VectorQueueError(`close failed: ${(err as Error).message}`, { cause: err }));
+    } finally {
+      this.queueClosed = true;
+      this.shipper.close();
+      this.emit('closed');
+    }
+  }
+
+  /** `logger.end()` ends the transport stream: ship and close before 'finish'. */
+  override _final(callback: (error?: Error | null) => void): void {
+    this.close().then(() => callback(), () => callback());
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+

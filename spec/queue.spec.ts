@@ -1,0 +1,168 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import sqlite3 from 'sqlite3';
+import { VectorQueueError } from '../lib/errors';
+import { VectorTransport } from '../lib/index';
+import { prepareDatabaseFile, SqliteQueue, type QueueOptions } from '../lib/queue';
+import { tempDir } from './support/helpers';
+
+const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: string[] } => {
+  const warnings: string[] = [];
+  return { leaseMs: 60_000, synchronous: 'normal', busyTimeout: 5000, onWarn: (m) => warnings.push(m), warnings, ...over };
+};
+
+async function openQueue(file?: string, over: Partial<QueueOptions> = {}) {
+  const path = file ?? join(tempDir(), 'q.db');
+  prepareDatabaseFile(path);
+  return { path, queue: await SqliteQueue.open(path, opts(over)) };
+}
+
+const bodies = (from: number, n: number) => Array.from({ length: n }, (_, i) => `{"n":${from + i}}`);
+
+describe('SqliteQueue', () => {
+  it('claims the oldest records first, at most `limit`, and ack deletes them', async () => {
+    const { queue } = await openQueue();
+    await queue.append(bodies(0, 5));
+    await queue.append(bodies(5, 5));
+    const first = await queue.claim(4);
+    assert.deepEqual(first.map((r) => r.body), bodies(0, 4));
+    const second = await queue.claim(100);
+    assert.deepEqual(second.map((r) => r.body), bodies(4, 6), 'leased records are not claimed twice');
+    assert.equal(await queue.ack(first.map((r) => r.id)), 4);
+    assert.equal(await queue.pendingCount(), 6);
+    await queue.close();
+  });
+
+  it('appends that arrive during a commit are written together, in order', async () => {
+    const { queue } = await openQueue();
+    await Promise.all(Array.from({ length: 50 }, (_, i) => queue.append(bodies(i * 30, 30))));
+    const all = await queue.claim(10_000);
+    assert.deepEqual(all.map((r) => r.body), bodies(0, 1500));
+    await queue.close();
+  });
+
+  it('release puts records back in their place', async () => {
+    const { queue } = await openQueue();
+    await queue.append(bodies(0, 6));
+    const a = await queue.claim(3);
+    await queue.release(a.map((r) => r.id));
+    assert.deepEqual((await queue.claim(6)).map((r) => r.body), bodies(0, 6));
+    await queue.close();
+  });
+
+  it('two queues on one file never claim the same record, and one cannot ack the other\'s', async () => {
+    const { path, queue: a } = await openQueue();
+    const { queue: b } = await openQueue(path);
+    await a.append(bodies(0, 10));
+    const [ca, cb] = await Promise.all([a.claim(5), b.claim(5)]);
+    const ids = [...ca, ...cb].map((r) => r.id);
+    assert.equal(new Set(ids).size, 10);
+    assert.equal(await b.ack(ca.map((r) => r.id)), 0, 'not b\'s lease');
+    assert.equal(await a.ack(ca.map((r) => r.id)), 5);
+    await a.close();
+    await b.close();
+  });
+
+  it('an expired lease can be claimed by another queue; the old owner then cannot delete it', async () => {
+    const { path, queue: a } = await openQueue(undefined, { leaseMs: 50 });
+    const { queue: b } = await openQueue(path);
+    await a.append(bodies(0, 3));
+    const held = await a.claim(3);
+    await new Promise((r) => setTimeout(r, 80));
+    const taken = await b.claim(3);
+    assert.deepEqual(taken.map((r) => r.id), held.map((r) => r.id));
+    assert.equal(await a.ack(held.map((r) => r.id)), 0);
+    assert.equal(await b.ack(taken.map((r) => r.id)), 3);
+    await a.close();
+    await b.close();
+  });
+
+  it('leases of a process that died are freed when the queue opens', async () => {
+    const path = join(tempDir(), 'q.db');
+    const dist = join(__dirname, '..', 'dist', 'queue.js');
+    const script = `
+      const { SqliteQueue, prepareDatabaseFile } = require(${JSON.stringify(dist)});
+      (async () => {
+        prepareDatabaseFile(${JSON.stringify(path)});
+        const q = await SqliteQueue.open(${JSON.stringify(path)}, { leaseMs: 600000, synchronous: 'normal', busyTimeout: 5000, onWarn() {} });
+        await q.append(['{"a":1}', '{"a":2}']);
+        const c = await q.claim(10);
+        process.stdout.write(String(c.length));
+        process.kill(process.pid, 'SIGKILL');
+      })();
+    `;
+    const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(res.stdout, '2');
+    assert.equal(res.signal, 'SIGKILL');
+    const queue = await SqliteQueue.open(path, opts());
+    assert.deepEqual((await queue.claim(10)).map((r) => r.body), ['{"a":1}', '{"a":2}']);
+    await queue.close();
+  });
+
+  it('close() frees its leases so the next start ships them at once', async () => {
+    const { path, queue } = await openQueue();
+    await queue.append(bodies(0, 2));
+    await queue.claim(2);
+    await queue.close();
+    const again = await SqliteQueue.open(path, opts());
+    assert.equal((await again.claim(10)).length, 2);
+    await again.close();
+  });
+
+  it('dead-letters records with the answer that rejected them', async () => {
+    const { path, queue } = await openQueue();
+    await queue.append(bodies(0, 3));
+    const c = await queue.claim(3);
+    assert.equal(await queue.deadLetter([c[1]!.id], 400, 'HTTP 400: bad'), 1);
+    assert.deepEqual(await queue.stats().then((s) => [s.pending, s.deadLetters]), [2, 1]);
+    await queue.close();
+    const db = new sqlite3.Database(path);
+    const rows = await new Promise<any[]>((res, rej) => db.all('SELECT body, status, reason FROM dead_letters', (e, r) => (e ? rej(e) : res(r))));
+    db.close();
+    assert.deepEqual(rows, [{ body: '{"n":1}', status: 400, reason: 'HTTP 400: bad' }]);
+  });
+
+  it('the file is private to the user (0600), a directory it creates is 0700', async () => {
+    const dir = join(tempDir(), 'nested', 'logs');
+    const { queue } = await openQueue(join(dir, 'q.db'));
+    await queue.append(bodies(0, 1));
+    assert.equal(statSync(join(dir, 'q.db')).mode & 0o777, 0o600);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    for (const f of readdirSync(dir)) assert.equal(statSync(join(dir, f)).mode & 0o077, 0, `${f} is private`);
+    await queue.close();
+  });
+
+  it('a dbPath that cannot be created fails with the path in the message', () => {
+    const file = join(tempDir(), 'plain-file');
+    writeFileSync(file, 'x');
+    assert.throws(() => prepareDatabaseFile(join(file, 'q.db')), (err: Error) => {
+      assert.ok(err instanceof VectorQueueError);
+      assert.match(err.message, /`dbPath` ".*plain-file\/q\.db" cannot be used as the queue file \((ENOTDIR|EEXIST)\)/);
+      return true;
+    });
+    assert.throws(
+      () => new VectorTransport({ vectorUrl: 'http://127.0.0.1:9', project: 'p', table: 't', dbPath: join(file, 'q.db') }),
+      /`dbPath` ".*plain-file\/q\.db" cannot be used/,
+    );
+  });
+
+  it('a corrupt file is set aside (kept) and a new queue is made', async () => {
+    const dir = tempDir();
+    const path = join(dir, 'q.db');
+    writeFileSync(path, 'this is not a database, just some text that is long enough to be read'.repeat(100));
+    const o = opts();
+    prepareDatabaseFile(path);
+    const queue = await SqliteQueue.open(path, o);
+    await queue.append(bodies(0, 1));
+    assert.equal(await queue.pendingCount(), 1);
+    assert.equal(o.warnings.length, 1);
+    assert.match(o.warnings[0]!, /set aside as .*q\.db\.corrupt-\d+/);
+    const aside = readdirSync(dir).filter((f) => f.startsWith('q.db.corrupt-'));
+    assert.equal(aside.length, 1);
+    assert.ok(existsSync(join(dir, aside[0]!)));
+    await queue.close();
+  });
+});

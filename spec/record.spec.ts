@@ -1,0 +1,293 @@
+/**
+ * shared/docs/record-format.md, rule by rule. Records go through a real winston logger into the
+ * transport, are committed to SQLite and shipped to the Vector stand-in; what it received is checked.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import winston from 'winston';
+import { LevelTable } from '../lib/levels';
+import { buildRecord, type RecordContext } from '../lib/record';
+import { MAX_DEPTH } from '../lib/serialize';
+import { receiver, transport } from './support/helpers';
+import type { VectorTransportOptions } from '../lib/index';
+
+type Rec = Record<string, any>;
+
+/** Logs through winston and returns the records as the receiver decoded them. */
+async function roundTrip(
+  log: (logger: winston.Logger) => void,
+  options: Partial<VectorTransportOptions> = {},
+  loggerOptions: winston.LoggerOptions = {},
+): Promise<Rec[]> {
+  const r = await receiver();
+  const t = transport(r.url, options);
+  const logger = winston.createLogger({ level: 'silly', ...loggerOptions, transports: [t] });
+  log(logger);
+  const { pending } = await t.flush();
+  assert.equal(pending, 0);
+  return r.events.map(({ source_type, path, ...rest }) => rest);
+}
+
+const ctx = (over: Partial<RecordContext> = {}): RecordContext => ({
+  project: 'p',
+  table: 't',
+  extraFields: {},
+  idField: undefined,
+  maxRecordBytes: 1024 * 1024,
+  levels: new LevelTable(undefined, {}),
+  ...over,
+});
+
+describe('record format', () => {
+  it('the example record of record-format.md, field for field', async () => {
+    const [rec] = await roundTrip(
+      (l) => l.info('User logged in', { user_id: 123, ip: '192.168.1.1' }),
+      { project: 'my-project', table: 'application_logs', extraFields: { environment: 'production', version: '1.0.0' } },
+    );
+    assert.deepEqual(Object.keys(rec!), ['timestamp', 'level', 'level_num', 'message', 'project', 'table', 'extra', 'environment', 'version']);
+    assert.match(rec!.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.deepEqual({ ...rec, timestamp: 'T' }, {
+      timestamp: 'T',
+      level: 'INFO',
+      level_num: 20,
+      message: 'User logged in',
+      project: 'my-project',
+      table: 'application_logs',
+      extra: { user_id: 123, ip: '192.168.1.1' },
+      environment: 'production',
+      version: '1.0.0',
+    });
+  });
+
+  it('timestamp: the time of logging, or info.timestamp from a format when it parses', async () => {
+    const before = Date.now();
+    const recs = await roundTrip(
+      (l) => {
+        l.info('no format');
+        l.info('explicit', { timestamp: '2024-01-15T10:30:00.123Z' });
+        l.info('unparseable', { timestamp: 'yesterday-ish' });
+      },
+    );
+    const t0 = Date.parse(recs[0]!.timestamp);
+    assert.ok(t0 >= before - 5 && t0 <= Date.now());
+    assert.equal(recs[1]!.timestamp, '2024-01-15T10:30:00.123Z');
+    assert.ok(Date.parse(recs[2]!.timestamp) >= before - 5);
+    assert.equal(recs[1]!.extra, undefined, 'timestamp is not repeated in extra');
+
+    const [formatted] = await roundTrip((l) => l.info('fmt'), {}, { format: winston.format.timestamp() });
+    assert.match(formatted!.timestamp, /Z$/);
+    assert.ok(Date.parse(formatted!.timestamp) >= before - 5);
+  });
+
+  it('level and level_num: Python names and numbers', async () => {
+    const recs = await roundTrip((l) => {
+      l.error('e');
+      l.warn('w');
+      l.info('i');
+      l.http('h');
+      l.verbose('v');
+      l.debug('d');
+      l.silly('s');
+    });
+    assert.deepEqual(recs.map((r) => [r.level, r.level_num]), [
+      ['ERROR', 40], ['WARNING', 30], ['INFO', 20], ['HTTP', 15], ['VERBOSE', 13], ['DEBUG', 10], ['SILLY', 5],
+    ]);
+    const syslog = await roundTrip((l) => (l as any).crit('c'), {}, { levels: winston.config.syslog.levels, level: 'debug' });
+    assert.deepEqual([syslog[0]!.level, syslog[0]!.level_num], ['CRITICAL', 50]);
+    const custom = await roundTrip((l) => (l as any).trace('t'), { levelNumbers: { trace: 5 } }, { levels: { fatal: 0, trace: 1 }, level: 'trace' });
+    assert.deepEqual([custom[0]!.level, custom[0]!.level_num], ['TRACE', 5]);
+  });
+
+  it('message: always a string; objects as JSON, never [object Object]', async () => {
+    const recs = await roundTrip((l) => {
+      l.info({ a: 1, nested: { b: [1, 2] } } as never);
+      l.log('info', 42 as never);
+      l.log('info', null as never);
+      l.log({ level: 'info', message: ['x', 1] as never });
+    });
+    assert.equal(recs[0]!.message, '{"a":1,"nested":{"b":[1,2]}}');
+    assert.equal(recs[1]!.message, '42');
+    assert.equal(recs[2]!.message, 'null');
+    assert.equal(recs[3]!.message, '["x",1]');
+    for (const r of recs) assert.equal(typeof r.message, 'string');
+  });
+
+  it('extra: meta, defaultMeta and child meta; left out when empty; no symbols', async () => {
+    const recs = await roundTrip(
+      (l) => {
+        l.info('plain');
+        l.child({ request_id: 'r1' }).info('child', { k: 1 });
+      },
+      {},
+      { defaultMeta: { service: 'api' } },
+    );
+    assert.deepEqual(recs[0]!.extra, { service: 'api' });
+    assert.deepEqual(recs[1]!.extra, { service: 'api', request_id: 'r1', k: 1 });
+    const [bare] = await roundTrip((l) => l.info('bare'));
+    assert.equal('extra' in bare!, false);
+    assert.equal('exception' in bare!, false);
+  });
+
+  it('exception: logger.error(err), logger.error(msg, err), an Error in the meta, winston\'s stack field', async () => {
+    const err = Object.assign(new Error('db down'), { code: 'ECONNREFUSED' });
+    const recs = await roundTrip(
+      (l) => {
+        l.error(err);
+        l.error('query failed', err);
+        l.warn('with meta', { error: new TypeError('bad type') });
+        l.error('fmt', { stack: 'Error: custom\n    at here' });
+      },
+    );
+    assert.equal(recs[0]!.message, 'db down');
+    assert.equal(recs[0]!.exception, err.stack);
+    assert.deepEqual(recs[0]!.extra, { code: 'ECONNREFUSED' });
+    assert.equal(recs[1]!.message, 'query failed db down');
+    assert.equal(recs[1]!.exception, err.stack);
+    assert.match(recs[2]!.exception, /^TypeError: bad type\n/);
+    assert.equal(recs[2]!.extra.error.name, 'TypeError');
+    assert.equal(recs[2]!.extra.error.message, 'bad type');
+    assert.equal(recs[3]!.exception, 'Error: custom\n    at here');
+    const [withFormat] = await roundTrip((l) => l.error(new Error('fmt errors')), {}, { format: winston.format.errors({ stack: true }) });
+    assert.match(withFormat!.exception, /^Error: fmt errors\n/);
+  });
+
+  it('Errors anywhere keep name, message, stack, own properties, cause and AggregateError.errors', () => {
+    const root = new RangeError('root');
+    const err = new Error('outer', { cause: root });
+    (err as any).status = 503;
+    const agg = new AggregateError([new Error('a'), 'b'], 'many');
+    const rec = JSON.parse(buildRecord({ level: 'info', message: 'm', nested: { err }, agg }, ctx()));
+    const e = rec.extra.nested.err;
+    assert.equal(e.name, 'Error');
+    assert.equal(e.message, 'outer');
+    assert.equal(e.stack, err.stack);
+    assert.equal(e.status, 503);
+    assert.deepEqual([e.cause.name, e.cause.message, e.cause.stack], ['RangeError', 'root', root.stack]);
+    assert.equal(rec.extra.agg.name, 'AggregateError');
+    assert.equal(rec.extra.agg.errors[0].message, 'a');
+    assert.equal(rec.extra.agg.errors[1], 'b');
+  });
+
+  it('values JSON cannot hold', () => {
+    const sym = Symbol('s');
+    const rec = JSON.parse(
+      buildRecord(
+        {
+          level: 'info',
+          message: 'm',
+          date: new Date('2024-01-15T10:30:00.123Z'),
+          badDate: new Date('nope'),
+          big: 12345678901234567890n,
+          buf: Buffer.from('hi'),
+          u8: new Uint8Array([1, 2, 3]),
+          map: new Map<unknown, unknown>([['a', 1], [2, 'b']]),
+          set: new Set([1, 'x']),
+          undef: undefined,
+          fn: () => 1,
+          sym,
+          nan: Number.NaN,
+          inf: Number.POSITIVE_INFINITY,
+          arr: [undefined, () => 1, 1],
+          [Symbol('hidden')]: 1,
+        },
+        ctx(),
+      ),
+    );
+    assert.deepEqual(rec.extra, {
+      date: '2024-01-15T10:30:00.123Z',
+      badDate: null,
+      big: '12345678901234567890',
+      buf: 'aGk=',
+      u8: 'AQID',
+      map: { a: 1, 2: 'b' },
+      set: [1, 'x'],
+      nan: null,
+      inf: null,
+      arr: [null, null, 1],
+    });
+  });
+
+  it('circular references and deep nesting', () => {
+    const a: any = { name: 'a' };
+    a.self = a;
+    a.list = [a];
+    const shared = { s: 1 };
+    let deep: any = { leaf: true };
+    for (let i = 0; i < MAX_DEPTH + 5; i++) deep = { d: deep };
+    const rec = JSON.parse(buildRecord({ level: 'info', message: 'm', a, twice: [shared, shared], deep }, ctx()));
+    assert.equal(rec.extra.a.self, '[Circular]');
+    assert.equal(rec.extra.a.list[0], '[Circular]');
+    assert.deepEqual(rec.extra.twice, [{ s: 1 }, { s: 1 }], 'a repeated (not circular) object is written twice');
+    let node = rec.extra.deep;
+    let depth = 1;
+    while (typeof node === 'object') {
+      node = node.d;
+      depth++;
+    }
+    assert.equal(node, '[Object]');
+    assert.equal(depth, MAX_DEPTH);
+  });
+
+  it('hostile values never throw: throwing getters, Proxies, null prototypes, revoked proxies', () => {
+    const getter = Object.defineProperty({}, 'boom', { enumerable: true, get() { throw new Error('getter'); } });
+    const proxy = new Proxy({}, { ownKeys() { throw new Error('trap'); } });
+    const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const nullProto = Object.assign(Object.create(null), { x: 1 });
+    const infoGetter = Object.defineProperty({ level: 'info' }, 'message', { enumerable: true, get() { throw new Error('msg'); } });
+    const rec = JSON.parse(buildRecord({ level: 'info', message: nullProto, getter, proxy, revoked, nullProto }, ctx()));
+    assert.equal(rec.message, '{"x":1}');
+    assert.equal(rec.extra.getter.boom, '[Unserializable: getter]');
+    assert.equal(rec.extra.proxy, '[Unserializable: trap]');
+    assert.match(rec.extra.revoked, /^\[Unserializable/);
+    assert.deepEqual(rec.extra.nullProto, { x: 1 });
+    assert.match(JSON.parse(buildRecord(infoGetter, ctx())).message, /Unserializable: msg/);
+  });
+
+  it('a record over maxRecordBytes is cut, marked and still delivered', async () => {
+    const huge = 'x'.repeat(300_000);
+    const recs = await roundTrip(
+      (l) => {
+        l.info(huge, { big: huge, small: 'kept', list: Array.from({ length: 1000 }, (_, i) => i) });
+        l.info('after');
+      },
+      { maxRecordBytes: 64 * 1024 },
+    );
+    const text = JSON.stringify(recs[0]);
+    assert.ok(Buffer.byteLength(text) <= 64 * 1024 + 200, `${Buffer.byteLength(text)} bytes`);
+    assert.equal(recs[0]!.extra._truncated, true);
+    assert.equal(recs[0]!.extra.small, 'kept');
+    assert.match(recs[0]!.message, /^x+…\[truncated\]$/);
+    assert.equal(recs[1]!.message, 'after');
+    assert.equal(recs[1]!.extra, undefined);
+  });
+
+  it('idField: a unique id per record, stable across resends', async () => {
+    const r = await receiver();
+    r.script({ status: 503 });
+    const t = transport(r.url, { idField: 'event_id' });
+    const logger = winston.createLogger({ transports: [t] });
+    logger.info('a');
+    logger.info('b');
+    await t.flush();
+    const ids = r.events.map((e) => e.event_id as string);
+    assert.equal(new Set(ids).size, 2);
+    assert.equal(r.requests[0]!.status, 503);
+    assert.deepEqual(r.requests[0]!.decoded.map((e) => e.event_id), ids, 'the resend carries the same ids');
+    for (const id of ids) assert.match(id, /^[0-9a-f-]{36}$/);
+    const [plain] = await roundTrip((l) => l.info('no id'));
+    assert.equal('event_id' in plain!, false);
+  });
+
+  it('extraFields are normalized once and written on every record', async () => {
+    const recs = await roundTrip((l) => {
+      l.info('1');
+      l.info('2');
+    }, { extraFields: { region: 'eu', started: new Date('2024-01-01T00:00:00Z'), n: 10n } as never });
+    for (const r of recs) {
+      assert.equal(r.region, 'eu');
+      assert.equal(r.started, '2024-01-01T00:00:00.000Z');
+      assert.equal(r.n, '10');
+    }
+  });
+});

@@ -1,0 +1,191 @@
+/** Pure scheduling logic: an in-memory queue, a scripted shipper, and fake timers. */
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import type { VectorDeliveryError } from '../lib/errors';
+import type { Queue, QueuedRecord } from '../lib/queue';
+import { Scheduler } from '../lib/scheduler';
+import type { ShipResult, Shipper } from '../lib/shipper';
+
+class MemoryQueue implements Queue {
+  rows: Array<QueuedRecord & { leased: boolean }> = [];
+  private next = 1;
+  async append(bodies: string[]) {
+    for (const body of bodies) this.rows.push({ id: this.next++, body, leased: false });
+  }
+  async claim(limit: number) {
+    const free = this.rows.filter((r) => !r.leased).slice(0, limit);
+    for (const r of free) r.leased = true;
+    return free.map(({ id, body }) => ({ id, body }));
+  }
+  async ack(ids: readonly number[]) {
+    const before = this.rows.length;
+    this.rows = this.rows.filter((r) => !ids.includes(r.id));
+    return before - this.rows.length;
+  }
+  async release(ids: readonly number[]) {
+    for (const r of this.rows) if (ids.includes(r.id)) r.leased = false;
+  }
+  dead: number[] = [];
+  async deadLetter(ids: readonly number[]) {
+    this.dead.push(...ids);
+    return this.ack(ids);
+  }
+  async maxId() {
+    return this.rows.at(-1)?.id ?? 0;
+  }
+}
+
+class ScriptedShipper implements Shipper {
+  calls: string[][] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  answers: ShipResult[] = [];
+  gate: Promise<void> | undefined;
+  async send(bodies: readonly string[]): Promise<ShipResult> {
+    this.calls.push([...bodies]);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      if (this.gate) await this.gate;
+      return this.answers.shift() ?? { action: 'delivered', status: 200 };
+    } finally {
+      this.inFlight--;
+    }
+  }
+  close() {}
+}
+
+const settle = async () => {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+};
+
+const options = { batchSize: 3, flushInterval: 1000, maxRetries: 2, retryDelay: 100, maxRetryDelay: 5000 };
+
+describe('Scheduler', () => {
+  let queue: MemoryQueue;
+  let shipper: ScriptedShipper;
+  let warnings: VectorDeliveryError[];
+  let scheduler: Scheduler;
+
+  beforeEach(() => {
+    mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
+    queue = new MemoryQueue();
+    shipper = new ScriptedShipper();
+    warnings = [];
+    scheduler = new Scheduler(queue, shipper, options, (w) => warnings.push(w));
+  });
+  afterEach(async () => {
+    mock.timers.reset();
+    await scheduler.close(0);
+  });
+
+  it('ships when batchSize records are pending, not before', async () => {
+    scheduler.start();
+    await settle();
+    await queue.append(['a', 'b']);
+    scheduler.notify(2);
+    await settle();
+    assert.equal(shipper.calls.length, 0);
+    await queue.append(['c']);
+    scheduler.notify(1);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c']]);
+  });
+
+  it('ships what is pending every flushInterval', async () => {
+    scheduler.start();
+    await queue.append(['a']);
+    scheduler.notify(1);
+    await settle();
+    assert.equal(shipper.calls.length, 0);
+    mock.timers.tick(1000);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a']]);
+  });
+
+  it('one request in flight; a backlog drains batch after batch without waiting for the interval', async () => {
+    let open!: () => void;
+    shipper.gate = new Promise((r) => (open = r));
+    await queue.append(['1', '2', '3', '4', '5', '6', '7']);
+    scheduler.start();
+    for (let i = 0; i < 5; i++) scheduler.notify(3);
+    await settle();
+    assert.equal(shipper.calls.length, 1);
+    open();
+    await settle();
+    assert.deepEqual(shipper.calls, [['1', '2', '3'], ['4', '5', '6'], ['7']]);
+    assert.equal(shipper.maxInFlight, 1);
+    assert.equal(queue.rows.length, 0);
+  });
+
+  it('a failed round keeps the records and backs off within the cap; triggers during backoff wait', async () => {
+    shipper.answers = [
+      { action: 'retry', status: 503, detail: 'HTTP 503' },
+      { action: 'retry', status: 503, detail: 'HTTP 503' },
+    ];
+    await queue.append(['a', 'b', 'c']);
+    scheduler.start();
+    await settle();
+    // Attempt 2 waits inside the round (jittered, ≤ retryDelay).
+    mock.timers.tick(100);
+    await settle();
+    assert.equal(shipper.calls.length, 2);
+    assert.equal(queue.rows.length, 3);
+    assert.ok(queue.rows.every((r) => !r.leased), 'released for the next round');
+    assert.equal(warnings.length, 1);
+    scheduler.notify(3);
+    await settle();
+    assert.equal(shipper.calls.length, 2, 'no new round during backoff');
+    mock.timers.tick(5000);
+    await settle();
+    assert.equal(shipper.calls.length, 3);
+    assert.equal(queue.rows.length, 0);
+  });
+
+  it('Retry-After sets the wait between attempts', async () => {
+    shipper.answers = [{ action: 'retry', status: 429, retryAfter: 2000 }];
+    await queue.append(['a']);
+    scheduler.start();
+    await settle();
+    mock.timers.tick(1999);
+    await settle();
+    assert.equal(shipper.calls.length, 1);
+    mock.timers.tick(1);
+    await settle();
+    assert.equal(shipper.calls.length, 2);
+    assert.equal(queue.rows.length, 0);
+  });
+
+  it('a blocked answer waits exactly maxRetryDelay, and warns once while it lasts', async () => {
+    for (let i = 0; i < 3; i++) shipper.answers.push({ action: 'blocked', status: 401, detail: 'HTTP 401' });
+    await queue.append(['a']);
+    scheduler.start();
+    await settle();
+    assert.equal(shipper.calls.length, 1, 'blocked is not retried inside the round');
+    mock.timers.tick(4999);
+    await settle();
+    assert.equal(shipper.calls.length, 1);
+    mock.timers.tick(1);
+    await settle();
+    assert.equal(shipper.calls.length, 2);
+    mock.timers.tick(5000);
+    await settle();
+    assert.equal(shipper.calls.length, 3);
+    assert.equal(warnings.length, 1);
+    assert.equal(warnings[0]!.status, 401);
+  });
+
+  it('bisects a rejected batch down to the record that stays rejected', async () => {
+    shipper.send = async function (bodies) {
+      this.calls.push([...bodies]);
+      return bodies.includes('bad') ? { action: 'rejected', status: 400, detail: 'HTTP 400' } : { action: 'delivered', status: 200 };
+    };
+    await queue.append(['a', 'bad', 'c']);
+    scheduler.start();
+    await settle();
+    assert.deepEqual(queue.dead, [2]);
+    assert.equal(queue.rows.length, 0);
+    assert.equal(scheduler.stats.delivered, 2);
+    assert.equal(scheduler.stats.deadLettered, 1);
+  });
+});

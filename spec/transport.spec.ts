@@ -1,0 +1,342 @@
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import winston from 'winston';
+import { VectorTransport } from '../lib/index';
+import { receiver, sleep, tempDir, transport, until } from './support/helpers';
+
+function loggerWith(t: VectorTransport, level = 'silly') {
+  return winston.createLogger({ level, transports: [t] });
+}
+
+const messages = (events: Array<Record<string, unknown>>) => events.map((e) => e.message);
+
+describe('VectorTransport through a winston logger', () => {
+  it('delivers records in logging order, as JSON arrays, gzip-compressed', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 7 });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 50; i++) logger.info(`m${i}`, { i });
+    const result = await t.flush();
+    assert.equal(result.pending, 0);
+    await r.waitForEvents(50);
+    assert.deepEqual(messages(r.events), Array.from({ length: 50 }, (_, i) => `m${i}`));
+    for (const req of r.requests) {
+      assert.equal(req.headers['content-encoding'], 'gzip');
+      assert.equal(req.headers['content-type'], 'application/json');
+      assert.ok(req.events <= 7, 'a request never carries more than batchSize records');
+    }
+    assert.equal(r.events[0]!.project, 'shop');
+    assert.equal(r.events[0]!.table, 'app_logs');
+    assert.deepEqual(r.events[3]!.extra, { i: 3 });
+  });
+
+  it('ships on its own once batchSize records are pending', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 10 });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 10; i++) logger.info(`b${i}`);
+    await r.waitForEvents(10, 5000);
+    assert.equal(r.events.length, 10);
+  });
+
+  it('ships on its own every flushInterval', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 1000, flushInterval: 100 });
+    loggerWith(t).info('lonely');
+    await r.waitForEvents(1, 5000);
+    assert.equal(r.events[0]!.message, 'lonely');
+  });
+
+  it('commits a record before its callback fires; flush() reports delivered and pending', async () => {
+    const r = await receiver();
+    await r.stop();
+    const t = transport(r.url, { maxRetries: 1 });
+    await new Promise<void>((resolve) => t.log({ level: 'info', message: 'one' }, resolve));
+    assert.equal(await t.pendingCount(), 1);
+    const failed = await t.flush();
+    assert.deepEqual(failed, { delivered: 0, pending: 1 });
+    await r.start();
+    const ok = await t.flush();
+    assert.deepEqual(ok, { delivered: 1, pending: 0 });
+  });
+
+  it('sends NDJSON with body: ndjson, accepted by a newline-framed config', async () => {
+    const r = await receiver({ decoding: 'json' });
+    const t = transport(r.url, { body: 'ndjson', compression: 'none' });
+    const logger = loggerWith(t);
+    logger.info('a');
+    logger.info('b');
+    await t.flush();
+    assert.deepEqual(messages(r.events), ['a', 'b']);
+    assert.equal(r.requests[0]!.headers['content-type'], 'application/x-ndjson');
+    assert.equal(r.requests[0]!.headers['content-encoding'], undefined);
+  });
+
+  it('the default JSON array body works with the legacy `encoding = "json"` config (bytes framing)', async () => {
+    const r = await receiver({ decoding: 'json-bytes' });
+    const t = transport(r.url);
+    const logger = loggerWith(t);
+    for (let i = 0; i < 5; i++) logger.info(`x${i}`);
+    await t.flush();
+    assert.deepEqual(messages(r.events), ['x0', 'x1', 'x2', 'x3', 'x4']);
+    assert.equal(r.requests.filter((q) => q.status === 400).length, 0);
+  });
+
+  it('NDJSON against a bytes-framed config: the 400 is bisected down to single records, all delivered', async () => {
+    const r = await receiver({ decoding: 'json-bytes' });
+    const t = transport(r.url, { body: 'ndjson' });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 4; i++) logger.info(`n${i}`);
+    await t.flush();
+    assert.deepEqual(messages(r.events), ['n0', 'n1', 'n2', 'n3']);
+    assert.equal((await t.stats()).deadLettered, 0);
+  });
+
+  it('a poison record inside a batch is dead-lettered; the others arrive in order', async () => {
+    const r = await receiver();
+    r.rejectEvents((e) => e.message === 'poison');
+    const t = transport(r.url, { batchSize: 100 });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 100; i++) logger.info(i === 37 ? 'poison' : `ok${i}`);
+    const result = await t.flush();
+    assert.equal(result.pending, 0);
+    const expected = Array.from({ length: 100 }, (_, i) => `ok${i}`).filter((m) => m !== 'ok37');
+    assert.deepEqual(messages(r.events), expected);
+    const stats = await t.stats();
+    assert.equal(stats.deadLettered, 1);
+    assert.equal(stats.deadLetters, 1);
+    assert.ok(t.warnings.some((w) => w.action === 'dead-letter' && w.status === 400));
+  });
+
+  it('413 splits the batch and resends the halves', async () => {
+    const r = await receiver({ maxBodyBytes: 2500 });
+    const t = transport(r.url, { batchSize: 40, compression: 'none' });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 40; i++) logger.info(`s${i}`, { pad: 'x'.repeat(50) });
+    await t.flush();
+    assert.equal(r.events.length, 40);
+    assert.deepEqual(messages(r.events), Array.from({ length: 40 }, (_, i) => `s${i}`));
+    assert.ok(r.requests.some((q) => q.status === 413));
+    assert.equal((await t.stats()).deadLettered, 0);
+  });
+
+  it('retries 503 and 429 (honouring Retry-After) and delivers once, in order', async () => {
+    const r = await receiver();
+    r.script({ status: 503 }, { status: 429, headers: { 'Retry-After': '1' } });
+    const t = transport(r.url, { maxRetries: 3, maxRetryDelay: 5000 });
+    const logger = loggerWith(t);
+    logger.info('r1');
+    logger.info('r2');
+    const started = Date.now();
+    await t.flush();
+    const elapsed = Date.now() - started;
+    assert.deepEqual(messages(r.events), ['r1', 'r2']);
+    assert.deepEqual(r.requests.map((q) => q.status), [503, 429, 200]);
+    assert.ok(elapsed >= 900, `Retry-After: 1 was honoured (waited ${elapsed} ms)`);
+    assert.equal((await t.stats()).retried, 2);
+  });
+
+  it('Retry-After is capped at maxRetryDelay', async () => {
+    const r = await receiver();
+    r.script({ status: 429, headers: { 'Retry-After': '3600' } });
+    const t = transport(r.url, { maxRetryDelay: 50 });
+    loggerWith(t).info('capped');
+    await t.flush();
+    assert.deepEqual(messages(r.events), ['capped']);
+  });
+
+  it('a response held past the timeout is retried; nothing is lost', async () => {
+    const r = await receiver();
+    r.hold();
+    const t = transport(r.url, { timeout: 200, maxRetries: 2 });
+    loggerWith(t).info('held');
+    const first = await t.flush();
+    assert.equal(first.pending, 1);
+    assert.match(String((await t.stats()).lastError?.message), /timeout/);
+    r.release();
+    await until(async () => (await t.pendingCount()) === 0 || (await t.flush()).pending === 0, 5000, 'delivery');
+    // A held request that the receiver finally accepted may arrive too: at-least-once.
+    assert.ok(messages(r.events).includes('held'));
+  });
+
+  it('keeps records while the receiver refuses the configuration (401), with one warn per change of state', async () => {
+    const r = await receiver({ auth: { username: 'u', password: 'right' } });
+    const url = r.url.replace('http://', 'http://u:wrong@');
+    const t = transport(url, { maxRetryDelay: 30 });
+    const logger = loggerWith(t);
+    logger.info('kept');
+    for (let i = 0; i < 4; i++) await t.flush();
+    assert.equal(await t.pendingCount(), 1);
+    const blocked = t.warnings.filter((w) => w.action === 'blocked');
+    assert.equal(blocked.length, 1);
+    assert.equal(blocked[0]!.status, 401);
+    for (const w of t.warnings) {
+      assert.doesNotMatch(`${w.message} ${String(w.cause)} ${JSON.stringify(w)}`, /wrong|dTp3cm9uZw/);
+    }
+    const stats = await t.stats();
+    assert.doesNotMatch(JSON.stringify(stats), /wrong/);
+    assert.equal(r.events.length, 0);
+  });
+
+  it('userinfo in vectorUrl becomes basic auth', async () => {
+    const r = await receiver({ auth: { username: 'svc', password: 'p@ss:word' } });
+    const t = transport(r.url.replace('http://', 'http://svc:p%40ss%3Aword@'));
+    loggerWith(t).info('authed');
+    await t.flush();
+    assert.deepEqual(messages(r.events), ['authed']);
+  });
+
+  it('404, 405, 415 keep the records queued', async () => {
+    for (const status of [404, 405, 415, 422, 403]) {
+      const r = await receiver();
+      r.script({ status, times: 100 });
+      const t = transport(r.url);
+      loggerWith(t).info('stay');
+      const result = await t.flush();
+      assert.equal(result.pending, 1, `HTTP ${status}`);
+      assert.equal(t.warnings.filter((w) => w.action === 'blocked' && w.status === status).length, 1);
+    }
+  });
+
+  it('nothing is dropped because retries ran out: after an outage the queue drains', async () => {
+    const r = await receiver();
+    await r.stop();
+    const t = transport(r.url, { maxRetries: 2, batchSize: 5, flushInterval: 50 });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 20; i++) logger.info(`o${i}`);
+    await t.flush();
+    await sleep(200);
+    assert.equal(await t.pendingCount(), 20);
+    assert.equal(t.warnings.filter((w) => w.action === 'retry').length, 1, 'one warn for the whole outage');
+    await r.start();
+    await r.waitForEvents(20, 10_000);
+    assert.deepEqual(messages(r.events), Array.from({ length: 20 }, (_, i) => `o${i}`));
+  });
+
+  it('a new transport on the same dbPath ships what the last one left', async () => {
+    const r = await receiver();
+    await r.stop();
+    const dbPath = join(tempDir(), 'q.db');
+    const first = transport(r.url, { dbPath, closeTimeout: 0 });
+    const logger = loggerWith(first);
+    logger.info('left1');
+    logger.info('left2');
+    await first.close();
+    await r.start();
+    const second = transport(r.url, { dbPath });
+    await r.waitForEvents(2, 5000);
+    assert.deepEqual(messages(r.events), ['left1', 'left2']);
+    await second.close();
+  });
+
+  it('close() is idempotent, ships what is pending, and leaves the rest on disk after closeTimeout', async () => {
+    const r = await receiver();
+    const t = transport(r.url);
+    const logger = loggerWith(t);
+    logger.info('bye');
+    const a = t.close();
+    const b = t.close();
+    await Promise.all([a, b]);
+    assert.deepEqual(messages(r.events), ['bye']);
+
+    r.hold();
+    const dbPath = join(tempDir(), 'q.db');
+    const slow = transport(r.url, { dbPath, closeTimeout: 200, timeout: 10_000 });
+    loggerWith(slow).info('stays');
+    const started = Date.now();
+    await slow.close();
+    assert.ok(Date.now() - started < 3000, 'close is bounded by closeTimeout');
+    r.release();
+    const again = transport(r.url, { dbPath });
+    assert.equal(await again.pendingCount(), 1);
+  });
+
+  it('logger.end() ships and closes the transport before finish', async () => {
+    const r = await receiver();
+    const t = transport(r.url);
+    const logger = loggerWith(t);
+    logger.info('ending');
+    let transportClosed = false;
+    t.once('closed', () => (transportClosed = true));
+    await new Promise<void>((resolve) => {
+      logger.on('finish', () => resolve());
+      logger.end();
+    });
+    // winston's logger finishes only after its transports did; ours finishes after close().
+    assert.ok(transportClosed);
+    assert.deepEqual(messages(r.events), ['ending']);
+  });
+
+  it('logger.close() closes the transport', async () => {
+    const r = await receiver();
+    const t = transport(r.url);
+    const logger = loggerWith(t);
+    logger.info('closing');
+    await t.flush();
+    const closed = new Promise((resolve) => t.once('closed', resolve));
+    logger.close();
+    await closed;
+    assert.deepEqual(messages(r.events), ['closing']);
+  });
+
+  it('await using closes the transport', async () => {
+    const r = await receiver();
+    {
+      await using t = transport(r.url);
+      loggerWith(t).info('disposed');
+      await t.flush();
+    }
+    assert.deepEqual(messages(r.events), ['disposed']);
+  });
+
+  it("emits 'logged' after commit and honours the transport's level", async () => {
+    const r = await receiver();
+    const t = transport(r.url, { level: 'warn' });
+    const logged: unknown[] = [];
+    t.on('logged', (info: { message: unknown }) => logged.push(info.message));
+    const logger = loggerWith(t);
+    logger.info('too low');
+    logger.warn('kept');
+    await t.flush();
+    assert.deepEqual(logged, ['kept']);
+    assert.deepEqual(messages(r.events), ['kept']);
+  });
+
+  it('a burst of writes becomes a few transactions (logv), and every record is committed', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 1000 });
+    const logger = loggerWith(t);
+    let committed = 0;
+    t.on('logged', () => committed++);
+    const logv = t.logv.bind(t);
+    let bursts = 0;
+    t.logv = (chunks, callback) => {
+      bursts++;
+      logv(chunks, callback);
+    };
+    for (let i = 0; i < 2000; i++) logger.info(`burst${i}`);
+    await t.flush();
+    assert.equal(committed, 2000);
+    assert.ok(bursts > 0 && bursts < 200, `records buffered behind a commit arrive together (${bursts} bursts)`);
+    await r.waitForEvents(2000);
+    assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `burst${i}`));
+  });
+
+  it('never keeps the process alive by itself', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const dir = tempDir();
+    const script = `
+      const { VectorTransport } = require(${JSON.stringify(join(__dirname, '..', 'dist', 'index.js'))});
+      const winston = require('winston');
+      const t = new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't',
+        dbPath: ${JSON.stringify(join(dir, 'q.db'))}, flushInterval: 100, retryDelay: 100 });
+      t.on('warn', () => {});
+      winston.createLogger({ transports: [t] }).info('x');
+    `;
+    const started = Date.now();
+    const res = spawnSync(process.execPath, ['-e', script], { timeout: 15_000, cwd: join(__dirname, '..') });
+    assert.equal(res.status, 0, String(res.stderr));
+    assert.ok(Date.now() - started < 10_000);
+  });
+});
