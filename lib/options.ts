@@ -47,6 +47,19 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   synchronous?: 'normal' | 'full';
   /** TLS settings for an https `vectorUrl` (`ca`, `cert`, `key`, `rejectUnauthorized`, …). */
   tls?: TlsOptions;
+  /** Bound of the queue database on disk, in bytes. Default 256 MiB. */
+  maxQueueBytes?: number;
+  /** What goes when the queue is full: `'drop-oldest'` (default) or `'drop-newest'`. */
+  overflow?: 'drop-oldest' | 'drop-newest';
+  /** Records older than this are dropped, in ms. Default: no age bound. */
+  maxAge?: number;
+  /** Rows the dead-letter table keeps; the oldest go first. Default 10000. */
+  maxDeadLetters?: number;
+  /**
+   * How long a claimed batch is held before another process sharing `dbPath` may take it, in ms.
+   * Default `maxRetries × (timeout + maxRetryDelay) + 60000`.
+   */
+  leaseTimeout?: number;
 }
 
 export type TlsOptions = Pick<AgentOptions, 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'rejectUnauthorized' | 'servername'>;
@@ -74,6 +87,11 @@ export interface ResolvedOptions {
   readonly maxRecordBytes: number;
   readonly synchronous: 'normal' | 'full';
   readonly tls: Readonly<TlsOptions>;
+  readonly maxQueueBytes: number;
+  readonly overflow: 'drop-oldest' | 'drop-newest';
+  readonly maxAge: number | undefined;
+  readonly maxDeadLetters: number;
+  readonly leaseTimeout: number;
 }
 
 /** Keys every record owns; `extraFields` may not use them. */
@@ -190,6 +208,8 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     throw new RangeError(`\`maxRetryDelay\` must be ≥ \`retryDelay\` (${retryDelay}), got ${maxRetryDelay}`);
   }
 
+  const maxRetries = integer('maxRetries', options.maxRetries, 3, 1);
+  const timeout = integer('timeout', options.timeout, 10_000, 1);
   return Object.freeze({
     url,
     authorization,
@@ -198,12 +218,12 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     dbPath,
     batchSize: integer('batchSize', options.batchSize, 100, 1),
     flushInterval: integer('flushInterval', options.flushInterval, 5000, 1),
-    maxRetries: integer('maxRetries', options.maxRetries, 3, 1),
+    maxRetries,
     retryDelay,
     maxRetryDelay,
     extraFields: Object.freeze({ ...extraFields }),
     headers: Object.freeze({ ...(headers as Record<string, string>) }),
-    timeout: integer('timeout', options.timeout, 10_000, 1),
+    timeout,
     body: oneOf('body', options.body, 'json', ['json', 'ndjson'] as const),
     compression: oneOf('compression', options.compression, 'gzip', ['gzip', 'none'] as const),
     levelNumbers: Object.freeze({ ...(levelNumbers as Record<string, number>) }),
@@ -212,5 +232,10 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, 1024 * 1024, 1024),
     synchronous: oneOf('synchronous', options.synchronous, 'normal', ['normal', 'full'] as const),
     tls: Object.freeze({ ...(plainObject('tls', options.tls) as TlsOptions) }),
+    maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, 256 * 1024 * 1024, 64 * 1024),
+    overflow: oneOf('overflow', options.overflow, 'drop-oldest', ['drop-oldest', 'drop-newest'] as const),
+    maxAge: options.maxAge === undefined ? undefined : integer('maxAge', options.maxAge, 0, 1),
+    maxDeadLetters: integer('maxDeadLetters', options.maxDeadLetters, 10_000, 0),
+    leaseTimeout: integer('leaseTimeout', options.leaseTimeout, maxRetries * (timeout + maxRetryDelay) + 60_000, 100),
   });
 }

@@ -19,6 +19,8 @@ export interface Queue {
   claim(limit: number): Promise<QueuedRecord[]>;
   /** Deletes delivered records this queue still holds the lease on. */
   ack(ids: readonly number[]): Promise<number>;
+  /** Extends the lease on those of `ids` this queue still holds; returns them. */
+  renew(ids: readonly number[]): Promise<number[]>;
   /** Gives the lease back so the records are claimed again, oldest first. */
   release(ids: readonly number[]): Promise<void>;
   /** Moves records that stay rejected to the dead-letter table. */
@@ -27,12 +29,39 @@ export interface Queue {
   maxId(): Promise<number>;
 }
 
+/** Why records left the queue without being delivered. */
+export type DropReason = 'queue-full' | 'disk-full' | 'max-age' | 'dead-letter-overflow';
+
 export interface QueueOptions {
   /** How long a claim holds records before another process may take them, in ms. */
   readonly leaseMs: number;
   readonly synchronous: 'normal' | 'full';
   readonly busyTimeout: number;
+  /** Bound of the database on disk (used pages), in bytes. */
+  readonly maxQueueBytes: number;
+  readonly overflow: 'drop-oldest' | 'drop-newest';
+  /** Records older than this are dropped, in ms; undefined: no age bound. */
+  readonly maxAge: number | undefined;
+  /** Most rows the dead-letter table keeps; the oldest go first. */
+  readonly maxDeadLetters: number;
   readonly onWarn: (message: string, cause?: unknown) => void;
+  /** Called with every drop, exactly counted. */
+  readonly onDrop?: (reason: DropReason, count: number) => void;
+  /** Builds the record that tells the downstream about a gap ("N records dropped: reason"). */
+  readonly notice?: (count: number, reason: DropReason) => string;
+  /** The clock, in ms since the epoch; tests may bring their own. */
+  readonly now?: () => number;
+}
+
+/** Estimated bytes a row costs beyond its body (rowid, columns, b-tree cell). */
+const ROW_OVERHEAD = 48;
+const rowBytes = (body: string) => Buffer.byteLength(body) + ROW_OVERHEAD;
+
+/** A record that tells the downstream how many records were dropped, and why. */
+interface Notice {
+  readonly reason: DropReason;
+  readonly count: number;
+  readonly body: string;
 }
 
 /** Rows per INSERT statement (2 parameters a row, well under SQLite's 32766). */
@@ -44,7 +73,10 @@ CREATE TABLE IF NOT EXISTS records (
   body TEXT NOT NULL,
   created_at INTEGER NOT NULL,
   lease_owner TEXT,
-  lease_until INTEGER NOT NULL DEFAULT 0
+  lease_until INTEGER NOT NULL DEFAULT 0,
+  -- Set on the notice records that stand for dropped ones: what they report.
+  notice_reason TEXT,
+  notice_count INTEGER
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
   id INTEGER PRIMARY KEY,
@@ -76,8 +108,10 @@ export function prepareDatabaseFile(dbPath: string): string {
 
 function isCorrupt(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
-  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB';
+  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || (err as { corrupt?: boolean }).corrupt === true;
 }
+
+const isFull = (err: unknown) => (err as { code?: unknown }).code === 'SQLITE_FULL';
 
 function pidAlive(pid: number): boolean {
   try {
@@ -95,11 +129,17 @@ export class SqliteQueue implements Queue {
   private buffered: Array<{ bodies: string[]; resolve: () => void; reject: (err: unknown) => void }> = [];
   private writeScheduled = false;
   private closed = false;
+  private readonly now: () => number;
+  private pageSize = 4096;
+  /** Drops not yet told downstream by a notice record. */
+  private readonly unreported = new Map<DropReason, number>();
 
   private constructor(
     private readonly conn: Connection,
     private readonly options: QueueOptions,
-  ) {}
+  ) {
+    this.now = options.now ?? Date.now;
+  }
 
   /** Opens (or creates) the queue. A corrupt file is set aside, renamed and kept, and a new one is made. */
   static async open(file: string, options: QueueOptions): Promise<SqliteQueue> {
@@ -121,8 +161,14 @@ export class SqliteQueue implements Queue {
     const conn = await Connection.open(file, options.busyTimeout);
     try {
       await conn.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${options.synchronous.toUpperCase()};`);
+      // A truncated or damaged file is found here, not in the middle of a delivery.
+      const check = await conn.all<{ quick_check: string }>('PRAGMA quick_check(1)');
+      if (check[0]?.quick_check !== 'ok') {
+        throw Object.assign(new Error(`integrity check failed: ${check[0]?.quick_check ?? 'no answer'}`), { corrupt: true });
+      }
       await conn.exec(SCHEMA);
       const queue = new SqliteQueue(conn, options);
+      queue.pageSize = (await conn.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 4096;
       await queue.reclaimFromDeadProcesses();
       return queue;
     } catch (err) {
@@ -146,24 +192,149 @@ export class SqliteQueue implements Queue {
     });
   }
 
-  /** Everything appended while the previous commit ran goes into one transaction. */
+  /**
+   * Everything appended while the previous commit ran goes into one transaction. The queue's bound
+   * and a full disk are handled here by the overflow policy: the caller's write never fails for them.
+   */
   private async writeBuffered(): Promise<void> {
     this.writeScheduled = false;
     const items = this.buffered;
     this.buffered = [];
-    const rows = items.length === 1 ? items[0]!.bodies : items.flatMap((i) => i.bodies);
+    let rows = items.length === 1 ? items[0]!.bodies : items.flatMap((i) => i.bodies);
     try {
-      if (rows.length <= ROWS_PER_INSERT) await this.insert(rows, Date.now());
-      else {
-        const now = Date.now();
-        await this.conn.transaction(async () => {
-          for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) await this.insert(rows.slice(i, i + ROWS_PER_INSERT), now);
-        });
+      rows = await this.makeRoom(rows);
+      const notices = this.takeNotices(rows, await this.room());
+      try {
+        await this.insertAll(rows, notices);
+      } catch (err) {
+        if (!isFull(err)) throw err;
+        // The disk (or SQLite's page limit) is full: the policy decides who goes.
+        let written = false;
+        if (this.options.overflow === 'drop-oldest') {
+          const need = rows.reduce((n, b) => n + rowBytes(b), 0) * 2 + 16 * this.pageSize;
+          if ((await this.dropOldest(need, 'disk-full')) > 0) {
+            written = await this.insertAll(rows, notices).then(
+              () => true,
+              (e: unknown) => {
+                if (!isFull(e)) throw e;
+                return false;
+              },
+            );
+          }
+        }
+        if (!written) {
+          for (const n of notices) this.unreport(n.reason, n.count);
+          this.dropped('disk-full', rows.length);
+        }
       }
       for (const item of items) item.resolve();
     } catch (err) {
       for (const item of items) item.reject(err);
     }
+  }
+
+  private async insertAll(rows: string[], notices: Notice[] = []): Promise<void> {
+    if (rows.length === 0 && notices.length === 0) return;
+    const now = this.now();
+    if (rows.length <= ROWS_PER_INSERT && notices.length === 0) {
+      await this.insert(rows, now);
+      return;
+    }
+    await this.conn.transaction(async () => {
+      for (const n of notices) {
+        await this.conn.run('INSERT INTO records (body, created_at, notice_reason, notice_count) VALUES (?, ?, ?, ?)', [
+          n.body,
+          now,
+          n.reason,
+          n.count,
+        ]);
+      }
+      for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) await this.insert(rows.slice(i, i + ROWS_PER_INSERT), now);
+    });
+  }
+
+  /** Bytes left under `maxQueueBytes`, counting the pages in use. */
+  private async room(): Promise<number> {
+    const row = await this.conn.get<{ used: number }>(
+      'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used',
+    );
+    return this.options.maxQueueBytes - (row?.used ?? 0) * this.pageSize;
+  }
+
+  /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
+  private async makeRoom(rows: string[]): Promise<string[]> {
+    const incoming = rows.reduce((n, b) => n + rowBytes(b), 0);
+    let room = await this.room();
+    if (incoming <= room) return rows;
+    if (this.options.overflow === 'drop-oldest') {
+      await this.dropOldest(incoming - room, 'queue-full');
+      room = await this.room();
+      if (incoming <= room) return rows;
+      // More than the whole bound in one burst: keep its newest records.
+      let keep = rows.length;
+      let bytes = 0;
+      while (keep > 0 && bytes + rowBytes(rows[keep - 1]!) <= room) bytes += rowBytes(rows[--keep]!);
+      this.dropped('queue-full', keep);
+      return rows.slice(keep);
+    }
+    let keep = 0;
+    let bytes = 0;
+    while (keep < rows.length && bytes + rowBytes(rows[keep]!) <= room) bytes += rowBytes(rows[keep++]!);
+    this.dropped('queue-full', rows.length - keep);
+    return rows.slice(0, keep);
+  }
+
+  /**
+   * Deletes the oldest records until about `bytes` are freed; returns how many went. Notices
+   * caught in the range are deleted too, and what they reported is reported again.
+   */
+  private async dropOldest(bytes: number, reason: DropReason): Promise<number> {
+    let freed = 0;
+    let lastId = 0;
+    while (freed < bytes) {
+      const page = await this.conn.all<{ id: number; n: number }>(
+        'SELECT id, length(CAST(body AS BLOB)) AS n FROM records WHERE id > ? ORDER BY id LIMIT 1000',
+        [lastId],
+      );
+      if (page.length === 0) break;
+      for (const { id, n } of page) {
+        lastId = id;
+        freed += n + ROW_OVERHEAD;
+        if (freed >= bytes) break;
+      }
+    }
+    if (lastId === 0) return 0;
+    const carried = await this.conn.all<{ notice_reason: DropReason; n: number }>(
+      `DELETE FROM records WHERE id <= ? AND notice_reason IS NOT NULL RETURNING notice_reason, notice_count AS n`,
+      [lastId],
+    );
+    for (const c of carried) this.unreport(c.notice_reason, c.n);
+    const count = await this.conn.run('DELETE FROM records WHERE id <= ?', [lastId]);
+    this.dropped(reason, count);
+    return count + carried.length;
+  }
+
+  private dropped(reason: DropReason, count: number): void {
+    if (count <= 0) return;
+    this.unreport(reason, count);
+    this.options.onDrop?.(reason, count);
+  }
+
+  private unreport(reason: DropReason, count: number): void {
+    this.unreported.set(reason, (this.unreported.get(reason) ?? 0) + count);
+  }
+
+  /**
+   * The notices for drops not yet reported, one per reason, when they fit (under `drop-oldest` they
+   * always go in: they are what tells the downstream about the gap).
+   */
+  private takeNotices(rows: string[], room: number): Notice[] {
+    if (this.unreported.size === 0 || !this.options.notice) return [];
+    const notices = [...this.unreported].map(([reason, count]) => ({ reason, count, body: this.options.notice!(count, reason) }));
+    const need = notices.reduce((n, x) => n + rowBytes(x.body), 0) + rows.reduce((n, b) => n + rowBytes(b), 0);
+    if (need > room && this.options.overflow === 'drop-newest') return [];
+    this.unreported.clear();
+    return notices;
   }
 
   private insert(rows: string[], now: number): Promise<number> {
@@ -178,7 +349,8 @@ export class SqliteQueue implements Queue {
 
   claim(limit: number): Promise<QueuedRecord[]> {
     return this.conn.exclusive(async () => {
-      const now = Date.now();
+      const now = this.now();
+      await this.expire(now);
       const rows = await this.conn.all<QueuedRecord>(
         `UPDATE records SET lease_owner = ?, lease_until = ?
          WHERE id IN (SELECT id FROM records WHERE lease_until < ? ORDER BY id LIMIT ?)
@@ -186,6 +358,33 @@ export class SqliteQueue implements Queue {
         [this.owner, now + this.options.leaseMs, now, limit],
       );
       return rows.sort((a, b) => a.id - b.id);
+    });
+  }
+
+  /** Drops records older than `maxAge` (oldest first, never one in flight elsewhere). */
+  private async expire(now: number): Promise<void> {
+    if (this.options.maxAge === undefined) return;
+    const cutoff = now - this.options.maxAge;
+    for (;;) {
+      const n = await this.conn.run(
+        `DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT 1000)
+         AND created_at < ? AND lease_until < ? AND notice_reason IS NULL`,
+        [cutoff, now],
+      );
+      this.dropped('max-age', n);
+      if (n < 1000) break;
+    }
+    if (this.unreported.size > 0) await this.insertAll([], this.takeNotices([], Infinity));
+  }
+
+  renew(ids: readonly number[]): Promise<number[]> {
+    if (ids.length === 0) return Promise.resolve([]);
+    return this.conn.exclusive(async () => {
+      const rows = await this.conn.all<{ id: number }>(
+        'UPDATE records SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?)) RETURNING id',
+        [this.now() + this.options.leaseMs, this.owner, JSON.stringify(ids)],
+      );
+      return rows.map((r) => r.id).sort((a, b) => a - b);
     });
   }
 
@@ -217,12 +416,18 @@ export class SqliteQueue implements Queue {
         await this.conn.run(
           `INSERT OR REPLACE INTO dead_letters (id, body, created_at, failed_at, status, reason)
            SELECT id, body, created_at, ?, ?, ? FROM records WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))`,
-          [Date.now(), status ?? null, reason, this.owner, idList],
+          [this.now(), status ?? null, reason, this.owner, idList],
         );
-        return this.conn.run('DELETE FROM records WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))', [
+        const moved = await this.conn.run('DELETE FROM records WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))', [
           this.owner,
           idList,
         ]);
+        const trimmed = await this.conn.run(
+          'DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY failed_at DESC, id DESC LIMIT -1 OFFSET ?)',
+          [this.options.maxDeadLetters],
+        );
+        this.dropped('dead-letter-overflow', trimmed);
+        return moved;
       }),
     );
   }
@@ -235,7 +440,7 @@ export class SqliteQueue implements Queue {
     return this.conn.exclusive(async () => {
       const owners = await this.conn.all<{ lease_owner: string }>(
         'SELECT DISTINCT lease_owner FROM records WHERE lease_owner IS NOT NULL AND lease_until >= ?',
-        [Date.now()],
+        [this.now()],
       );
       let freed = 0;
       for (const { lease_owner: owner } of owners) {
@@ -257,12 +462,18 @@ export class SqliteQueue implements Queue {
     return row?.n ?? 0;
   }
 
-  async stats(): Promise<{ pending: number; oldestPendingAt: number | null; deadLetters: number }> {
+  async stats(): Promise<{ pending: number; oldestPendingAt: number | null; deadLetters: number; queueBytes: number }> {
     return this.conn.exclusive(async () => {
       const row = await this.conn.get<{ n: number; oldest: number | null; dead: number }>(
-        'SELECT (SELECT count(*) FROM records) AS n, (SELECT min(created_at) FROM records) AS oldest, (SELECT count(*) FROM dead_letters) AS dead',
+        'SELECT (SELECT count(*) FROM records) AS n, (SELECT created_at FROM records ORDER BY id LIMIT 1) AS oldest, (SELECT count(*) FROM dead_letters) AS dead',
       );
-      return { pending: row?.n ?? 0, oldestPendingAt: row?.oldest ?? null, deadLetters: row?.dead ?? 0 };
+      const room = await this.room();
+      return {
+        pending: row?.n ?? 0,
+        oldestPendingAt: row?.oldest ?? null,
+        deadLetters: row?.dead ?? 0,
+        queueBytes: this.options.maxQueueBytes - room,
+      };
     });
   }
 

@@ -186,8 +186,9 @@ export class Scheduler {
    * Delivers one batch: retries what is worth retrying, splits on 413, bisects on 400 down to the
    * records that stay rejected and dead-letters them. Returns the failure that ends the round, if any.
    */
-  private async ship(records: readonly QueuedRecord[]): Promise<ShipResult | undefined> {
-    const result = await this.sendWithRetries(records);
+  private async ship(claimed: readonly QueuedRecord[], justClaimed = true): Promise<ShipResult | undefined> {
+    const { result, records } = await this.sendWithRetries(claimed, justClaimed);
+    if (!result) return undefined; // every record was taken over by another process
     const ids = records.map((r) => r.id);
     switch (result.action) {
       case 'delivered':
@@ -212,7 +213,7 @@ export class Scheduler {
           return undefined;
         }
         const mid = Math.ceil(records.length / 2);
-        return (await this.ship(records.slice(0, mid))) ?? (await this.ship(records.slice(mid)));
+        return (await this.ship(records.slice(0, mid), false)) ?? (await this.ship(records.slice(mid), false));
       }
       default:
         this.fail(result, records.length);
@@ -231,16 +232,32 @@ export class Scheduler {
     this.onWarn(new VectorDeliveryError(`${what}: ${message}`, { status: result.status, action: result.action, records, cause: result.cause }));
   }
 
-  private async sendWithRetries(records: readonly QueuedRecord[]): Promise<ShipResult> {
-    const bodies = records.map((r) => r.body);
+  /**
+   * Sends with up to `maxRetries` attempts. Before every attempt but the one right after the claim,
+   * the lease is renewed: records another process took over meanwhile (this one was paused past its
+   * lease) are left out, so they are never sent twice by two owners.
+   */
+  private async sendWithRetries(
+    claimed: readonly QueuedRecord[],
+    justClaimed: boolean,
+  ): Promise<{ result: ShipResult | undefined; records: readonly QueuedRecord[] }> {
+    let records = claimed;
     let last: ShipResult = { action: 'retry', detail: 'aborted before sending' };
     try {
-      return await pRetry(
-        async () => {
-          const result = await this.shipper.send(bodies, this.abort.signal);
-          last = result;
-          if (result.action === 'retry') throw new RetryableAnswer(result);
-          return result;
+      const result = await pRetry(
+        async (attempt) => {
+          if (attempt > 1 || !justClaimed) {
+            const held = new Set(await this.queue.renew(records.map((r) => r.id)));
+            if (held.size < records.length) records = records.filter((r) => held.has(r.id));
+            if (records.length === 0) return undefined;
+          }
+          const answer = await this.shipper.send(
+            records.map((r) => r.body),
+            this.abort.signal,
+          );
+          last = answer;
+          if (answer.action === 'retry') throw new RetryableAnswer(answer);
+          return answer;
         },
         {
           retries: this.options.maxRetries - 1,
@@ -257,8 +274,9 @@ export class Scheduler {
           },
         },
       );
+      return { result, records };
     } catch {
-      return last;
+      return { result: last, records };
     }
   }
 }

@@ -28,6 +28,8 @@ export interface TransportStats {
   readonly dropped: Readonly<Record<string, number>>;
   /** Age of the oldest pending record, in ms; null when none is pending. */
   readonly oldestPendingAgeMs: number | null;
+  /** Bytes the queue database uses now (pages in use), against `maxQueueBytes`. */
+  readonly queueBytes: number;
   readonly lastError: { readonly message: string; readonly status: number | undefined; readonly at: Date } | null;
   readonly lastSuccessAt: Date | null;
 }
@@ -53,6 +55,7 @@ export class VectorTransport extends TransportStream {
   /** Commits under way; `flush()` and `close()` wait for them. */
   private readonly writes = new Set<Promise<void>>();
   private readonly dropped: Record<string, number> = {};
+  private readonly dropWarnings = new Map<string, { at: number; count: number }>();
   private closing: Promise<void> | undefined;
   private queueClosed = false;
 
@@ -69,10 +72,16 @@ export class VectorTransport extends TransportStream {
     const c = this.config;
     try {
       const queue = await SqliteQueue.open(file, {
-        leaseMs: c.maxRetries * (c.timeout + c.maxRetryDelay) + 60_000,
+        leaseMs: c.leaseTimeout,
         synchronous: c.synchronous,
         busyTimeout: 10_000,
+        maxQueueBytes: c.maxQueueBytes,
+        overflow: c.overflow,
+        maxAge: c.maxAge,
+        maxDeadLetters: c.maxDeadLetters,
         onWarn: (message, cause) => this.emit('warn', new VectorQueueError(message, { cause })),
+        onDrop: (reason, count) => this.drop(reason, count),
+        notice: (count, reason) => this.notice(count, reason),
       });
       const scheduler = new Scheduler(queue, this.shipper, c, (err) => this.emit('warn', err));
       scheduler.start();
@@ -153,11 +162,30 @@ export class VectorTransport extends TransportStream {
     this.writes.add(write);
   }
 
-  private drop(reason: string, count: number, cause: unknown): void {
+  /**
+   * Counts dropped records exactly, per reason. The `'warn'` is limited to one per reason every
+   * 10 s (carrying the count since the last one), so a full disk does not flood the logger.
+   */
+  private drop(reason: string, count: number, cause?: unknown): void {
     if (count === 0) return;
     this.dropped[reason] = (this.dropped[reason] ?? 0) + count;
-    const message = cause instanceof Error ? cause.message : String(cause);
-    this.emit('warn', new VectorQueueError(`${count} record(s) dropped (${reason}): ${message}`, { cause }));
+    const w = this.dropWarnings.get(reason) ?? { at: 0, count: 0 };
+    w.count += count;
+    this.dropWarnings.set(reason, w);
+    const now = Date.now();
+    if (now - w.at < 10_000) return;
+    const detail = cause === undefined ? '' : `: ${cause instanceof Error ? cause.message : String(cause)}`;
+    this.emit('warn', new VectorQueueError(`${w.count} record(s) dropped (${reason})${detail}`, { cause }));
+    w.at = now;
+    w.count = 0;
+  }
+
+  /** The record shipped downstream in place of dropped ones, so the gap shows where logs are read. */
+  private notice(count: number, reason: string): string {
+    return buildRecord(
+      { level: 'warning', message: `${count} records dropped: ${reason}`, dropped: count, reason, overflow: this.config.overflow },
+      this.context(),
+    );
   }
 
   /** Resolves when every record handed to the transport so far is committed (or dropped). */
@@ -203,7 +231,7 @@ export class VectorTransport extends TransportStream {
 
   async stats(): Promise<TransportStats> {
     const rt = await this.runtime;
-    const q = rt && !this.queueClosed ? await rt.queue.stats() : { pending: 0, oldestPendingAt: null, deadLetters: 0 };
+    const q = rt && !this.queueClosed ? await rt.queue.stats() : { pending: 0, oldestPendingAt: null, deadLetters: 0, queueBytes: 0 };
     const s = rt?.scheduler.stats;
     return {
       pending: q.pending,
@@ -213,6 +241,7 @@ export class VectorTransport extends TransportStream {
       deadLetters: q.deadLetters,
       dropped: { ...this.dropped },
       oldestPendingAgeMs: q.oldestPendingAt === null ? null : Math.max(0, Date.now() - q.oldestPendingAt),
+      queueBytes: q.queueBytes,
       lastError: s?.lastError ?? null,
       lastSuccessAt: s?.lastSuccessAt ?? null,
     };

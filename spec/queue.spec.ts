@@ -6,12 +6,23 @@ import { describe, it } from 'node:test';
 import sqlite3 from 'sqlite3';
 import { VectorQueueError } from '../lib/errors';
 import { VectorTransport } from '../lib/index';
-import { prepareDatabaseFile, SqliteQueue, type QueueOptions } from '../lib/queue';
+import { prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue';
 import { tempDir } from './support/helpers';
 
 const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: string[] } => {
   const warnings: string[] = [];
-  return { leaseMs: 60_000, synchronous: 'normal', busyTimeout: 5000, onWarn: (m) => warnings.push(m), warnings, ...over };
+  return {
+    leaseMs: 60_000,
+    synchronous: 'normal',
+    busyTimeout: 5000,
+    maxQueueBytes: 256 * 1024 * 1024,
+    overflow: 'drop-oldest',
+    maxAge: undefined,
+    maxDeadLetters: 10_000,
+    onWarn: (m) => warnings.push(m),
+    warnings,
+    ...over,
+  };
 };
 
 async function openQueue(file?: string, over: Partial<QueueOptions> = {}) {
@@ -87,7 +98,7 @@ describe('SqliteQueue', () => {
       const { SqliteQueue, prepareDatabaseFile } = require(${JSON.stringify(dist)});
       (async () => {
         prepareDatabaseFile(${JSON.stringify(path)});
-        const q = await SqliteQueue.open(${JSON.stringify(path)}, { leaseMs: 600000, synchronous: 'normal', busyTimeout: 5000, onWarn() {} });
+        const q = await SqliteQueue.open(${JSON.stringify(path)}, { leaseMs: 600000, synchronous: 'normal', busyTimeout: 5000, maxQueueBytes: 1e8, overflow: 'drop-oldest', maxDeadLetters: 10, onWarn() {} });
         await q.append(['{"a":1}', '{"a":2}']);
         const c = await q.claim(10);
         process.stdout.write(String(c.length));
@@ -164,5 +175,117 @@ describe('SqliteQueue', () => {
     assert.equal(aside.length, 1);
     assert.ok(existsSync(join(dir, aside[0]!)));
     await queue.close();
+  });
+
+  describe('bounds', () => {
+    const notice = (count: number, reason: string) => JSON.stringify({ notice: true, count, reason });
+    const payload = (i: number) => JSON.stringify({ i, pad: 'x'.repeat(1000) });
+
+    async function bounded(over: Partial<QueueOptions>) {
+      const drops: Record<string, number> = {};
+      const { queue } = await openQueue(undefined, {
+        maxQueueBytes: 200 * 1024,
+        notice,
+        onDrop: (reason, n) => (drops[reason] = (drops[reason] ?? 0) + n),
+        ...over,
+      });
+      return { queue, drops };
+    }
+
+    const split = (rows: QueuedRecord[]) => {
+      const notices = rows.filter((r) => JSON.parse(r.body).notice).map((r) => JSON.parse(r.body));
+      const records = rows.filter((r) => !JSON.parse(r.body).notice).map((r) => JSON.parse(r.body).i as number);
+      return { notices, records };
+    };
+
+    it('drop-oldest keeps the newest records, counts every drop exactly and ships a notice', async () => {
+      const { queue, drops } = await bounded({ overflow: 'drop-oldest' });
+      for (let i = 0; i < 500; i += 10) await queue.append(Array.from({ length: 10 }, (_, k) => payload(i + k)));
+      const { notices, records } = split(await queue.claim(10_000));
+      const dropped = drops['queue-full']!;
+      assert.ok(dropped > 0);
+      assert.equal(records.length + dropped, 500, 'every record is kept or counted');
+      assert.deepEqual(records, Array.from({ length: records.length }, (_, k) => 500 - records.length + k), 'the newest are kept, in order');
+      assert.equal(notices.reduce((n, x) => n + x.count, 0), dropped, 'the notices tell the downstream exactly');
+      assert.ok((await queue.stats()).queueBytes <= 200 * 1024);
+      await queue.close();
+    });
+
+    it('drop-newest keeps the oldest records and drops what does not fit', async () => {
+      const { queue, drops } = await bounded({ overflow: 'drop-newest' });
+      for (let i = 0; i < 500; i += 10) await queue.append(Array.from({ length: 10 }, (_, k) => payload(i + k)));
+      const claimed = await queue.claim(10_000);
+      const { records, notices } = split(claimed);
+      const dropped = drops['queue-full']!;
+      assert.equal(records.length + dropped, 500);
+      assert.deepEqual(records, Array.from({ length: records.length }, (_, k) => k));
+      // Space comes back once records are delivered: the rest of the notices are written then.
+      await queue.ack(claimed.map((r) => r.id));
+      await queue.append([payload(1000)]);
+      const after = split(await queue.claim(100));
+      assert.equal([...notices, ...after.notices].reduce((n, x) => n + x.count, 0), dropped);
+      assert.deepEqual(after.records, [1000]);
+      await queue.close();
+    });
+
+    it('maxAge drops records older than the bound, counted, with a notice', async () => {
+      let now = 1_000_000;
+      const { queue, drops } = await bounded({ maxAge: 1000, now: () => now });
+      await queue.append([payload(1), payload(2)]);
+      now += 600;
+      await queue.append([payload(3)]);
+      now += 600;
+      const { notices, records } = split(await queue.claim(100));
+      assert.deepEqual(records, [3]);
+      assert.equal(drops['max-age'], 2);
+      assert.deepEqual(notices.map((n) => [n.count, n.reason]), [[2, 'max-age']]);
+      await queue.close();
+    });
+
+    it('the dead-letter table keeps at most maxDeadLetters rows, the newest', async () => {
+      const { queue, drops } = await bounded({ maxDeadLetters: 3 });
+      await queue.append(bodies(0, 5));
+      const c = await queue.claim(5);
+      for (const r of c) await queue.deadLetter([r.id], 400, 'bad');
+      assert.equal((await queue.stats()).deadLetters, 3);
+      assert.equal(drops['dead-letter-overflow'], 2);
+      await queue.close();
+    });
+
+    it('a full disk (SQLite page limit) never fails the write; drops are counted; it recovers', async () => {
+      for (const overflow of ['drop-oldest', 'drop-newest'] as const) {
+        const { queue, drops } = await bounded({ overflow, maxQueueBytes: 1024 * 1024 * 1024 });
+        const conn = (queue as unknown as { conn: { exec(sql: string): Promise<void> } }).conn;
+        await queue.append([payload(0)]);
+        await conn.exec('PRAGMA max_page_count = 40');
+        let appended = 1;
+        for (let i = 1; i < 400; i += 10) {
+          await queue.append(Array.from({ length: 10 }, (_, k) => payload(i + k)));
+          appended += 10;
+        }
+        const full = drops['disk-full'] ?? 0;
+        assert.ok(full > 0, `${overflow}: some records were dropped`);
+        await conn.exec('PRAGMA max_page_count = 1000000');
+        await queue.append([payload(9999)]);
+        const { records, notices } = split(await queue.claim(100_000));
+        assert.equal(records.length + full + (drops['queue-full'] ?? 0), appended + 1, `${overflow}: exact`);
+        assert.equal(records.at(-1), 9999, `${overflow}: writes work again`);
+        assert.equal(notices.reduce((n, x) => n + x.count, 0), full);
+        await queue.close();
+      }
+    });
+
+    it('renew() reports only the records this queue still holds', async () => {
+      const { path, queue: a } = await openQueue(undefined, { leaseMs: 50 });
+      const { queue: b } = await openQueue(path);
+      await a.append(bodies(0, 4));
+      const mine = await a.claim(4);
+      assert.deepEqual(await a.renew(mine.map((r) => r.id)), mine.map((r) => r.id));
+      await new Promise((r) => setTimeout(r, 80));
+      await b.claim(2);
+      assert.deepEqual(await a.renew(mine.map((r) => r.id)), mine.slice(2).map((r) => r.id));
+      await a.close();
+      await b.close();
+    });
   });
 });

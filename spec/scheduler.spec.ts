@@ -22,6 +22,9 @@ class MemoryQueue implements Queue {
     this.rows = this.rows.filter((r) => !ids.includes(r.id));
     return before - this.rows.length;
   }
+  async renew(ids: readonly number[]) {
+    return this.rows.filter((r) => r.leased && ids.includes(r.id)).map((r) => r.id);
+  }
   async release(ids: readonly number[]) {
     for (const r of this.rows) if (ids.includes(r.id)) r.leased = false;
   }
