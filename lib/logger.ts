@@ -48,7 +48,10 @@ export function createVectorLogger(options: VectorLoggerOptions): VectorLogger {
   const { level, defaultMeta, ...transportOptions } = options;
   const name = levelName(level);
   const transport = new VectorTransport(transportOptions);
-  const logger = winston.createLogger({ levels: PYTHON_LEVELS, level: name, defaultMeta, transports: [transport] });
+  // No logger format: winston's default json() runs before any transport and throws on a throwing
+  // getter; the transport serializes every record by itself, safely.
+  const passThrough = winston.format((info) => info)();
+  const logger = winston.createLogger({ levels: PYTHON_LEVELS, level: name, defaultMeta, format: passThrough, transports: [transport] });
   const winstonClose = logger.close.bind(logger);
   let closing: Promise<void> | undefined;
   return Object.assign(logger, {

@@ -24,21 +24,24 @@ export async function receiver(options?: ReceiverOptions): Promise<VectorReceive
 export function transport(
   url: string,
   options: Partial<VectorTransportOptions> = {},
-): VectorTransport & { warnings: VectorDeliveryError[] } {
+): VectorTransport & { warnings: VectorDeliveryError[]; errors: Error[] } {
+  const dbPath = options.dbPath ?? join(tempDir(), 'queue.db');
   const t = new VectorTransport({
     vectorUrl: url,
     project: 'shop',
     table: 'app_logs',
-    dbPath: join(tempDir(), 'queue.db'),
+    dbPath,
     flushInterval: 60_000,
     retryDelay: 10,
     maxRetryDelay: 50,
     timeout: 2000,
     closeTimeout: 2000,
     ...options,
-  }) as VectorTransport & { warnings: VectorDeliveryError[] };
+  }) as VectorTransport & { warnings: VectorDeliveryError[]; errors: Error[] };
   t.warnings = [];
+  t.errors = [];
   t.on('warn', (err: VectorDeliveryError) => t.warnings.push(err));
+  t.on('error', (err: Error) => t.errors.push(err));
   after(() => t.close());
   return t;
 }

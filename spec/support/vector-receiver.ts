@@ -8,6 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 
@@ -30,6 +31,10 @@ export interface ReceiverOptions {
   maxBodyBytes?: number;
   /** Default 200. */
   responseCode?: number;
+  /** Serve https with this key and certificate. */
+  tls?: { key: string | Buffer; cert: string | Buffer };
+  /** Headers every request must carry exactly (a bearer token, say), else 401. */
+  requireHeaders?: Record<string, string>;
 }
 
 /** A scripted answer, used once per request until `times` runs out. */
@@ -58,11 +63,13 @@ export class VectorReceiver extends EventEmitter {
   readonly requests: ReceivedRequest[] = [];
   private server: http.Server | undefined;
   private port = 0;
-  private readonly options: Required<Omit<ReceiverOptions, 'auth'>> & Pick<ReceiverOptions, 'auth'>;
+  private readonly options: Required<Omit<ReceiverOptions, 'auth' | 'tls' | 'requireHeaders'>> &
+    Pick<ReceiverOptions, 'auth' | 'tls' | 'requireHeaders'>;
   private scripted: ScriptedAnswer[] = [];
   private rejectWhen: ((event: Event) => boolean) | undefined;
-  private holding = false;
-  private held: Array<() => void> = [];
+  /** How many more responses to hold: 0 none, Infinity all. */
+  private holding = 0;
+  private held: Array<{ send: () => void; res: http.ServerResponse }> = [];
   private delayMs = 0;
 
   constructor(options: ReceiverOptions = {}) {
@@ -72,6 +79,8 @@ export class VectorReceiver extends EventEmitter {
       path: options.path ?? '/',
       strictPath: options.strictPath ?? false,
       auth: options.auth,
+      tls: options.tls,
+      requireHeaders: options.requireHeaders,
       maxBodyBytes: options.maxBodyBytes ?? 100 * 1024 * 1024,
       responseCode: options.responseCode ?? 200,
     };
@@ -79,7 +88,8 @@ export class VectorReceiver extends EventEmitter {
 
   /** Listens on 127.0.0.1, on `port` or (default) on a free one. */
   async start(port = this.port): Promise<this> {
-    const server = http.createServer((req, res) => void this.handle(req, res));
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
+    const server = this.options.tls ? https.createServer(this.options.tls, handler) : http.createServer(handler);
     server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -91,14 +101,14 @@ export class VectorReceiver extends EventEmitter {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}${this.options.path}`;
+    return `${this.options.tls ? 'https' : 'http'}://127.0.0.1:${this.port}${this.options.path}`;
   }
 
   /** Stops listening and drops open connections: clients then see connection refused. */
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    this.release();
+    this.failHeld(503);
     if (!server) return;
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -116,14 +126,37 @@ export class VectorReceiver extends EventEmitter {
 
   /** Holds every response (as Vector does under backpressure) until `release()`. */
   hold(): void {
-    this.holding = true;
+    this.holding = Number.POSITIVE_INFINITY;
   }
 
+  /** Holds the next `n` responses only. */
+  holdNext(n: number): void {
+    this.holding = n;
+  }
+
+  /** Number of responses held now. */
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  /** Answers the held requests as they would have been answered, and stops holding. */
   release(): void {
-    this.holding = false;
+    this.holding = 0;
     const held = this.held;
     this.held = [];
-    for (const go of held) go();
+    for (const h of held) h.send();
+  }
+
+  /** Answers the held requests with `status` instead: their events are not accepted. */
+  failHeld(status = 503): void {
+    this.holding = 0;
+    const held = this.held;
+    this.held = [];
+    for (const { res } of held) {
+      if (res.destroyed) continue;
+      res.writeHead(status, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ code: status, message: 'held, then failed' }));
+    }
   }
 
   /** Delays every answer by `ms`. */
@@ -176,8 +209,10 @@ export class VectorReceiver extends EventEmitter {
       res.end(answer.body ?? '');
     };
     if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
-    if (this.holding) this.held.push(send);
-    else send();
+    if (this.holding > 0) {
+      this.holding--;
+      this.held.push({ send, res });
+    } else send();
   }
 
   private answer(
@@ -198,6 +233,9 @@ export class VectorReceiver extends EventEmitter {
     if (path !== prefix && this.options.strictPath && path.startsWith(prefix)) return json(404, 'Not found');
     if (req.method !== 'POST' || !path.startsWith(prefix)) return text(405, 'HTTP method not allowed');
     if (body.length > this.options.maxBodyBytes) return text(413, `Request body exceeds limit of ${this.options.maxBodyBytes} bytes.`);
+    for (const [name, value] of Object.entries(this.options.requireHeaders ?? {})) {
+      if (req.headers[name.toLowerCase()] !== value) return json(401, 'Invalid credentials');
+    }
     if (this.options.auth) {
       const header = req.headers.authorization;
       if (!header) return json(401, 'No authorization header');
