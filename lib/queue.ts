@@ -203,7 +203,7 @@ export class SqliteQueue implements Queue {
     let rows = items.length === 1 ? items[0]!.bodies : items.flatMap((i) => i.bodies);
     try {
       rows = await this.makeRoom(rows);
-      const notices = this.takeNotices(rows, await this.room());
+      const notices = this.unreported.size > 0 ? this.takeNotices(rows, await this.room()) : [];
       try {
         await this.insertAll(rows, notices);
       } catch (err) {
@@ -258,17 +258,43 @@ export class SqliteQueue implements Queue {
     const row = await this.conn.get<{ used: number }>(
       'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used',
     );
-    return this.options.maxQueueBytes - (row?.used ?? 0) * this.pageSize;
+    const used = (row?.used ?? 0) * this.pageSize;
+    this.measured = { at: this.now(), used, since: 0 };
+    return this.options.maxQueueBytes - used;
+  }
+
+  /** The last measure of the file, and the bytes written since: asking SQLite on every commit costs. */
+  private measured = { at: 0, used: 0, since: 0 };
+
+  /**
+   * `room()` when the queue may be near its bound (or the last measure is over a second old, since
+   * other processes may share the file); otherwise an upper estimate of the bytes used, which is enough
+   * to know that `incoming` fits.
+   */
+  private async roomFor(incoming: number): Promise<number> {
+    const m = this.measured;
+    const estimate = m.used + m.since + incoming;
+    if (this.now() - m.at < 1000 && estimate < this.options.maxQueueBytes * 0.9) {
+      return this.options.maxQueueBytes - m.used - m.since;
+    }
+    return this.room();
   }
 
   /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
   private async makeRoom(rows: string[]): Promise<string[]> {
     const incoming = rows.reduce((n, b) => n + rowBytes(b), 0);
-    let room = await this.room();
-    if (incoming <= room) return rows;
+    let room = await this.roomFor(incoming);
+    if (incoming <= room) {
+      this.measured.since += incoming;
+      return rows;
+    }
     if (this.options.overflow === 'drop-oldest') {
-      await this.dropOldest(incoming - room, 'queue-full');
-      room = await this.room();
+      // Deleted rows free whole pages only once a page is empty, so measure again after each step;
+      // every older record goes before any of the incoming ones.
+      while (incoming > room) {
+        if ((await this.dropOldest(Math.max(incoming - room, 4 * this.pageSize), 'queue-full')) === 0) break;
+        room = await this.room();
+      }
       if (incoming <= room) return rows;
       // More than the whole bound in one burst: keep its newest records.
       let keep = rows.length;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { LevelTable } from './levels';
-import { renderMessage, safeString, toJson } from './serialize';
+import { isPlainJson, renderMessage, safeString, toJson } from './serialize';
 
 /** What every record of one transport shares. */
 export interface RecordContext {
@@ -16,6 +16,10 @@ export interface RecordContext {
 /** Keys of a winston info object that are fields of the record, not `extra`. */
 const OWN_KEYS = new Set(['level', 'message', 'timestamp', 'stack']);
 
+/** Records of one burst share their millisecond: format it once. */
+let lastNow = Number.NaN;
+let lastIso = '';
+
 function timestampOf(value: unknown, now: number): string {
   if (value !== undefined && value !== null) {
     if (value instanceof Date || typeof value === 'string' || typeof value === 'number') {
@@ -23,7 +27,11 @@ function timestampOf(value: unknown, now: number): string {
       if (!Number.isNaN(t)) return new Date(t).toISOString();
     }
   }
-  return new Date(now).toISOString();
+  if (now !== lastNow) {
+    lastNow = now;
+    lastIso = new Date(now).toISOString();
+  }
+  return lastIso;
 }
 
 function exceptionOf(info: Record<string, unknown>, keys: string[]): string | undefined {
@@ -59,7 +67,9 @@ export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, n
   const extra: Record<string, unknown> = {};
   let hasExtra = false;
   for (const key of keys) {
-    const j = toJson(read(info, key), 1);
+    const value = read(info, key);
+    // Plain data is written as it is (JSON.stringify below); only the rest is copied by toJson.
+    const j = isPlainJson(value, 1) ? value : toJson(value, 1);
     if (j !== undefined) {
       extra[key] = j;
       hasExtra = true;

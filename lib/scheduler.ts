@@ -136,17 +136,28 @@ export class Scheduler {
     return this.running;
   }
 
+  /**
+   * Ships batch after batch until the queue is empty or a round fails. While one request is in
+   * flight the next batch is already claimed (one request in flight, but no idle gap between two);
+   * if the request fails, both go back to the queue, so order is kept.
+   */
   private async drain(): Promise<void> {
     do {
       this.again = false;
-      while (!this.abort.signal.aborted) {
-        const batch = await this.queue.claim(this.options.batchSize);
-        this.settleWaiters(batch.length > 0 ? batch[0]!.id - 1 : Infinity);
-        if (batch.length === 0) break;
-        this.unshipped = Math.max(0, this.unshipped - batch.length);
-        const failure = await this.ship(batch);
-        if (failure) {
+      let batch = await this.queue.claim(this.options.batchSize);
+      this.settleWaiters(batch.length > 0 ? batch[0]!.id - 1 : Infinity);
+      while (batch.length > 0) {
+        if (this.abort.signal.aborted) {
           await this.queue.release(batch.map((r) => r.id));
+          return;
+        }
+        this.unshipped = Math.max(0, this.unshipped - batch.length);
+        const shipping = this.ship(batch);
+        const prefetch = this.queue.claim(this.options.batchSize);
+        const failure = await shipping;
+        const next = await prefetch;
+        if (failure) {
+          await this.queue.release([...batch, ...next].map((r) => r.id));
           this.failedRounds++;
           const wait =
             failure.action === 'blocked'
@@ -159,6 +170,8 @@ export class Scheduler {
         }
         this.failedRounds = 0;
         this.backoffUntil = 0;
+        this.settleWaiters(next.length > 0 ? next[0]!.id - 1 : Infinity);
+        batch = next;
       }
     } while (this.again && !this.abort.signal.aborted);
   }
@@ -192,7 +205,9 @@ export class Scheduler {
     const ids = records.map((r) => r.id);
     switch (result.action) {
       case 'delivered':
-        await this.queue.ack(ids);
+        // Not awaited: the next request need not wait for the delete. The queue runs its operations
+        // in order, so whatever comes next (a claim, a count, close) sees the batch gone.
+        this.queue.ack(ids).catch((err: unknown) => this.fail({ action: 'retry', detail: `queue error: ${(err as Error).message}` }));
         this.stats.delivered += records.length;
         this.stats.lastSuccessAt = new Date();
         this.state = 'ok';

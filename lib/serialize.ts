@@ -103,6 +103,49 @@ function errorToJson(err: Error, depth: number, ancestors: Set<object>): Record<
   return out;
 }
 
+/**
+ * True when `JSON.stringify(value)` already writes what `toJson` would: strings, finite numbers,
+ * booleans, null, and plain arrays and objects of those, not too deep. It allocates nothing, so the
+ * common case (plain meta) skips the copy `toJson` makes. Anything else, or anything that throws
+ * when read, is false and goes through `toJson`.
+ */
+export function isPlainJson(value: unknown, depth = 0): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (value === null) return true;
+  if (depth >= MAX_DEPTH) return false;
+  try {
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const v: unknown = value[i];
+        // In an array JSON writes null for these, as toJson does.
+        if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol' && !isPlainJson(v, depth + 1)) return false;
+      }
+      return true;
+    }
+    const proto: unknown = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) return false;
+    if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
+    for (const key in value) {
+      if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
+      const v: unknown = (value as Record<string, unknown>)[key];
+      if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol' && !isPlainJson(v, depth + 1)) return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** String() that never throws (objects whose toString throws, null-prototype objects). */
 export function safeString(value: unknown): string {
   try {

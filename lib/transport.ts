@@ -60,7 +60,10 @@ export class VectorTransport extends TransportStream {
   private queueClosed = false;
 
   constructor(options: VectorTransportOptions) {
-    super(options);
+    // While one commit runs, winston buffers what is logged behind it; a deep buffer lets that
+    // whole burst reach `logv` and go into the next commit together (16, the stream default,
+    // would cap every transaction at 16 records).
+    super({ ...options, highWaterMark: (options as { highWaterMark?: number }).highWaterMark ?? 4096 } as VectorTransportOptions);
     this.config = resolveOptions(options);
     const file = prepareDatabaseFile(this.config.dbPath);
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;

@@ -1,0 +1,159 @@
+/**
+ * One contender in a child process of its own (bench/run.ts starts it): builds a winston logger
+ * with the contender's transport, logs the workload, and reports over IPC.
+ *
+ * Messages to the parent: { produced: ms, cpu } once the logger accepted (for VectorTransport:
+ * committed) every record; { rss: [...] } samples in the memory phase; { closed } at the end.
+ * From the parent: 'finish' (report CPU, close, exit).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import TransportStream from 'winston-transport';
+import winston from 'winston';
+import LokiTransport from 'winston-loki';
+import { Logtail } from '@logtail/node';
+import { LogtailTransport } from '@logtail/winston';
+import { VectorTransport } from '../dist/index.js';
+
+export type ContenderName = 'noop' | 'file' | 'http-batch' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000';
+
+interface Settings {
+  name: ContenderName;
+  n: number;
+  url: string;
+  dir: string;
+  phase: 'throughput' | 'memory' | 'drain';
+}
+
+const settings = JSON.parse(process.env.BENCH_CONTENDER!) as Settings;
+
+class NoopTransport extends TransportStream {
+  override log(_info: unknown, callback: () => void): void {
+    callback();
+  }
+}
+
+function transportFor(s: Settings): TransportStream & { close?: () => unknown } {
+  const url = new URL(s.url);
+  switch (s.name) {
+    case 'noop':
+      return new NoopTransport();
+    case 'file':
+      mkdirSync(s.dir, { recursive: true });
+      return new winston.transports.File({ filename: join(s.dir, 'app.log') });
+    case 'http-batch':
+      return new winston.transports.Http({ host: url.hostname, port: Number(url.port), path: '/', batch: true, batchCount: 100, batchInterval: 5000 });
+    case 'winston-loki':
+      return new LokiTransport({ host: s.url.replace(/\/$/, ''), json: true, batching: true, interval: 5, labels: { app: 'bench' }, gracefulShutdown: false, onConnectionError: () => undefined });
+    case 'logtail':
+      return new LogtailTransport(new Logtail('bench-token', { endpoint: s.url, batchSize: 1000, batchInterval: 1000, retryCount: 3, ignoreExceptions: true, throwExceptions: false }));
+    case 'vector':
+    case 'vector-batch1000':
+      return new VectorTransport({
+        vectorUrl: s.url,
+        project: 'bench',
+        table: 'logs',
+        dbPath: join(s.dir, 'queue.db'),
+        ...(s.name === 'vector-batch1000' ? { batchSize: 1000 } : {}),
+        closeTimeout: s.phase === 'throughput' ? 60_000 : 0,
+      });
+  }
+}
+
+const record = (i: number) => ({
+  user_id: i,
+  action: 'checkout',
+  amount: 129.5,
+  currency: 'EUR',
+  request: { method: 'POST', path: '/api/cart/checkout', status: 200, duration_ms: 42 },
+});
+
+/**
+ * The same workload for everyone: a message with a few strings and numbers, one nested object.
+ * Throughput runs log as fast as the loop goes (1000 records a tick). The memory run honours
+ * the logger's stream backpressure (`write()` false → wait for 'drain'), as a service that logs
+ * at a rate its transport can take would: what is measured is what the transport keeps while the
+ * receiver is down, not a queue in front of it.
+ */
+function logWorkload(logger: winston.Logger, n: number, done: () => void, backpressure: boolean): void {
+  let i = 0;
+  const step = () => {
+    const end = Math.min(n, i + 1000);
+    for (; i < end; i++) {
+      if (!backpressure) {
+        logger.info('user checkout completed', record(i));
+        continue;
+      }
+      const ok = logger.write({ level: 'info', message: 'user checkout completed', ...record(i), [Symbol.for('level')]: 'info' } as never);
+      if (!ok) {
+        i++;
+        logger.once('drain', step);
+        return;
+      }
+    }
+    if (i < n) setImmediate(step);
+    else done();
+  };
+  step();
+}
+
+/** Resolves when the transport has called back (for us: committed) for all `n` records. */
+function acceptedAll(transport: TransportStream, n: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const orig = transport.log!.bind(transport);
+    const count = () => {
+      if (++seen === n) resolve();
+    };
+    // Every contender's log(info, callback): the callback is when it has accepted the record.
+    transport.log = (info: unknown, callback: () => void) =>
+      orig(info, () => {
+        count();
+        callback();
+      });
+    if (transport.logv) {
+      const origv = transport.logv.bind(transport);
+      transport.logv = (chunks: Array<{ chunk: unknown }>, callback: () => void) =>
+        origv(chunks, () => {
+          for (let k = 0; k < chunks.length; k++) count();
+          callback();
+        });
+    }
+  });
+}
+
+async function main(): Promise<void> {
+  const transport = transportFor(settings);
+  transport.on('warn', () => undefined);
+  transport.on('error', () => undefined);
+  const logger = winston.createLogger({ transports: [transport] });
+  logger.on('error', () => undefined);
+  const send = (msg: unknown) => process.send!(msg);
+
+  const cpu0 = process.cpuUsage();
+  if (settings.phase === 'drain') {
+    // The backlog is already on disk: opening the transport ships it.
+    send({ started: Date.now() });
+  } else {
+    const rss: number[] = [process.memoryUsage().rss];
+    const sampler = setInterval(() => rss.push(process.memoryUsage().rss), 100);
+    const started = Date.now();
+    send({ started });
+    const accepted = acceptedAll(transport, settings.n);
+    await new Promise<void>((resolve) => logWorkload(logger, settings.n, resolve, settings.phase === 'memory'));
+    await accepted;
+    const produced = Date.now() - started;
+    clearInterval(sampler);
+    rss.push(process.memoryUsage().rss);
+    send({ produced, cpu: process.cpuUsage(cpu0), rss: { before: rss[0], peak: Math.max(...rss), after: rss.at(-1) } });
+  }
+
+  await new Promise<void>((resolve) => process.once('message', () => resolve()));
+  const cpu = process.cpuUsage(cpu0);
+  if ('close' in transport && typeof transport.close === 'function') await transport.close();
+  send({ finished: true, cpu });
+  setTimeout(() => process.exit(0), 200).unref();
+  process.disconnect();
+}
+
+void main();

@@ -1,0 +1,281 @@
+/**
+ * `npm run bench`: every contender, the same workload, the same run; one table and bench/results.json.
+ *
+ * Each contender runs in a child process of its own (bench/contender.ts); this process runs the
+ * receiver, which accepts any body with a 2xx and counts the records in it.
+ *
+ * Environment: BENCH_N (records per throughput run, 100000), BENCH_RUNS (runs per figure, median; 3),
+ * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders).
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import zlib from 'node:zlib';
+import type { ContenderName } from './contender';
+
+const N = Number(process.env.BENCH_N ?? 100_000);
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const MEM_N = Number(process.env.BENCH_MEM_N ?? 1_000_000);
+const ALL: ContenderName[] = ['noop', 'file', 'http-batch', 'winston-loki', 'logtail', 'vector', 'vector-batch1000'];
+const ONLY = process.env.BENCH_ONLY?.split(',') as ContenderName[] | undefined;
+const CONTENDERS = ALL.filter((c) => !ONLY || ONLY.includes(c));
+const NETWORK = new Set<ContenderName>(['http-batch', 'winston-loki', 'logtail', 'vector', 'vector-batch1000']);
+/** Keeps what it accepted across a crash (the records are on disk before the callback). */
+const DURABLE = new Set<ContenderName>(['vector', 'vector-batch1000']);
+
+/** Counts the records in a body, whatever the contender's format. */
+function countRecords(body: Buffer, headers: http.IncomingHttpHeaders): number {
+  let raw = body;
+  if (headers['content-encoding'] === 'gzip') raw = zlib.gunzipSync(raw);
+  if (String(headers['content-type']).includes('msgpack')) {
+    const b = raw[0]!;
+    if (b >= 0x90 && b <= 0x9f) return b - 0x90;
+    if (b === 0xdc) return raw.readUInt16BE(1);
+    if (b === 0xdd) return raw.readUInt32BE(1);
+    return 1;
+  }
+  const text = raw.toString('utf8');
+  if (String(headers['content-type']).includes('ndjson')) return text.split('\n').filter(Boolean).length;
+  const value = JSON.parse(text) as unknown;
+  if (Array.isArray(value)) return value.length;
+  const streams = (value as { streams?: Array<{ values: unknown[] }> }).streams;
+  if (streams) return streams.reduce((n, s) => n + s.values.length, 0);
+  return 1;
+}
+
+class CountingReceiver {
+  count = 0;
+  requests = 0;
+  private server: http.Server | undefined;
+  port = 0;
+  private waiters: Array<{ n: number; resolve: (at: number) => void }> = [];
+
+  async up(): Promise<void> {
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        this.requests++;
+        try {
+          this.count += countRecords(Buffer.concat(chunks), req.headers);
+        } catch {
+          // not a body we can read: still a 2xx, as the task says
+        }
+        res.writeHead(200).end();
+        const now = Date.now();
+        this.waiters = this.waiters.filter((w) => (this.count >= w.n ? (w.resolve(now), false) : true));
+      });
+    });
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  async down(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
+  /** Time at which `n` records had arrived, or undefined if they did not within `timeoutMs` of no progress. */
+  reached(n: number, stallMs: number): Promise<number | undefined> {
+    if (this.count >= n) return Promise.resolve(Date.now());
+    return new Promise((resolve) => {
+      let last = this.count;
+      const timer = setInterval(() => {
+        if (this.count === last) {
+          clearInterval(timer);
+          resolve(undefined);
+        }
+        last = this.count;
+      }, stallMs);
+      this.waiters.push({
+        n,
+        resolve: (at) => {
+          clearInterval(timer);
+          resolve(at);
+        },
+      });
+    });
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}/`;
+  }
+}
+
+interface Report {
+  started?: number;
+  produced?: number;
+  cpu?: NodeJS.CpuUsage;
+  rss?: { before: number; peak: number; after: number };
+}
+
+function startContender(name: ContenderName, n: number, url: string, dir: string, phase: string) {
+  const child: ChildProcess = fork(join(__dirname, 'contender.ts'), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, BENCH_CONTENDER: JSON.stringify({ name, n, url, dir, phase }) },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const report: Report = {};
+  const messages: Array<(m: Record<string, unknown>) => void> = [];
+  child.on('message', (m: Record<string, unknown>) => {
+    Object.assign(report, m);
+    for (const f of messages.splice(0)) f(m);
+  });
+  const next = (key: string, timeoutMs = 600_000) =>
+    new Promise<void>((resolve, reject) => {
+      if (key in report) return resolve();
+      const timer = setTimeout(() => reject(new Error(`${name}: no '${key}' within ${timeoutMs} ms`)), timeoutMs);
+      const wait = () =>
+        key in report
+          ? (clearTimeout(timer), resolve())
+          : messages.push(wait);
+      messages.push(wait);
+    });
+  const finish = async (): Promise<NodeJS.CpuUsage> => {
+    child.send('finish');
+    await next('finished', 120_000);
+    return (report as { cpu: NodeJS.CpuUsage }).cpu;
+  };
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return { report, next, finish, exited, child };
+}
+
+const median = (xs: number[]) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+interface Figures {
+  producerPerSec: number;
+  e2ePerSec: number | null;
+  cpuSecPer100k: number;
+  memory?: { records: number; rssGrowthMiB: number; peakGrowthMiB: number; received: number; drainSec: number | null };
+  drainPerSec?: number;
+}
+
+async function throughput(name: ContenderName, receiver: CountingReceiver): Promise<Figures> {
+  const producer: number[] = [];
+  const e2e: number[] = [];
+  const cpu: number[] = [];
+  for (let run = 0; run < RUNS; run++) {
+    const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
+    receiver.count = 0;
+    const c = startContender(name, N, receiver.url, dir, 'throughput');
+    await c.next('produced');
+    producer.push((N / c.report.produced!) * 1000);
+    if (NETWORK.has(name)) {
+      const at = await receiver.reached(N, 15_000);
+      e2e.push(at === undefined ? Number.NaN : (N / (at - c.report.started!)) * 1000);
+    }
+    const used = await c.finish();
+    cpu.push(((used.user + used.system) / 1e6) * (100_000 / N));
+    await c.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return { producerPerSec: median(producer), e2ePerSec: NETWORK.has(name) ? median(e2e) : null, cpuSecPer100k: median(cpu) };
+}
+
+/** MEM_N records logged while the receiver is down; then it comes back. */
+async function memory(name: ContenderName, receiver: CountingReceiver): Promise<Figures['memory']> {
+  const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
+  await receiver.down();
+  receiver.count = 0;
+  const c = startContender(name, MEM_N, receiver.url, dir, 'memory');
+  await c.next('produced');
+  const rss = c.report.rss!;
+  const back = Date.now();
+  await receiver.up();
+  const at = await receiver.reached(MEM_N, 40_000);
+  await c.finish().catch(() => undefined);
+  c.child.kill('SIGKILL');
+  await c.exited;
+  rmSync(dir, { recursive: true, force: true });
+  const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
+  return {
+    records: MEM_N,
+    rssGrowthMiB: mib(rss.after - rss.before),
+    peakGrowthMiB: mib(rss.peak - rss.before),
+    received: receiver.count,
+    drainSec: at === undefined ? null : Math.round((at - back) / 100) / 10,
+  };
+}
+
+/** A backlog of MEM_N records already on disk, shipped by a fresh transport. */
+async function drain(receiver: CountingReceiver): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
+  await receiver.down();
+  const fill = startContender('vector', MEM_N, receiver.url, dir, 'memory');
+  await fill.next('produced');
+  await fill.finish();
+  await fill.exited;
+  await receiver.up();
+  receiver.count = 0;
+  const c = startContender('vector', MEM_N, receiver.url, dir, 'drain');
+  await c.next('started');
+  const at = await receiver.reached(MEM_N, 30_000);
+  await c.finish();
+  await c.exited;
+  rmSync(dir, { recursive: true, force: true });
+  return at === undefined ? Number.NaN : (MEM_N / (at - c.report.started!)) * 1000;
+}
+
+async function main(): Promise<void> {
+  const began = Date.now();
+  const receiver = new CountingReceiver();
+  await receiver.up();
+  const results: Partial<Record<ContenderName, Figures>> = {};
+  for (const name of CONTENDERS) {
+    process.stderr.write(`throughput: ${name}\n`);
+    results[name] = await throughput(name, receiver);
+  }
+  for (const name of CONTENDERS.filter((c) => NETWORK.has(c) && c !== 'vector-batch1000')) {
+    process.stderr.write(`memory with the receiver down: ${name}\n`);
+    results[name]!.memory = await memory(name, receiver);
+  }
+  if (CONTENDERS.includes('vector')) {
+    process.stderr.write('drain of a backlog on disk: vector\n');
+    results.vector!.drainPerSec = await drain(receiver);
+  }
+  await receiver.down();
+
+  const file = results.file?.producerPerSec;
+  const fmt = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? '-' : Math.round(x).toLocaleString('en-US'));
+  const ratio = (x: number | undefined) => (file && x ? `${(x / file).toFixed(2)}×` : '-');
+  const rows = CONTENDERS.map((name) => {
+    const f = results[name]!;
+    const m = f.memory;
+    return [
+      name,
+      DURABLE.has(name) ? 'yes' : 'no',
+      fmt(f.producerPerSec),
+      ratio(f.producerPerSec),
+      fmt(f.e2ePerSec),
+      f.cpuSecPer100k.toFixed(2),
+      m ? `${m.rssGrowthMiB} (peak ${m.peakGrowthMiB})` : '-',
+      m ? `${m.received.toLocaleString('en-US')}/${m.records.toLocaleString('en-US')}${m.drainSec === null ? '' : ` in ${m.drainSec}s`}` : '-',
+    ];
+  });
+  const head = ['contender', 'keeps across crash', 'producer rec/s', 'vs File', 'end-to-end rec/s', 'CPU s/100k', `RSS growth MiB, ${MEM_N.toLocaleString('en-US')} while down`, 'delivered after outage'];
+  const table = [head, head.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+  console.log(`\n${table}\n`);
+  if (results.vector?.drainPerSec) console.log(`Drain of a ${MEM_N.toLocaleString('en-US')}-record backlog on disk (vector, defaults): ${fmt(results.vector.drainPerSec)} rec/s`);
+  console.log(`Machine: ${machine}. N=${N}, median of ${RUNS} runs. Took ${Math.round((Date.now() - began) / 1000)} s.`);
+  writeFileSync(
+    join(__dirname, 'results.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), machine, n: N, runs: RUNS, memN: MEM_N, results }, null, 2)}\n`,
+  );
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
