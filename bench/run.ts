@@ -88,9 +88,14 @@ class CountingReceiver {
     if (this.count >= n) return Promise.resolve(Date.now());
     return new Promise((resolve) => {
       let last = this.count;
+      const started = Date.now();
+      const progress = process.env.BENCH_VERBOSE
+        ? setInterval(() => process.stderr.write(`  ${Math.round((Date.now() - started) / 1000)}s: ${this.count}/${n}\n`), 5000)
+        : undefined;
       const timer = setInterval(() => {
         if (this.count === last) {
           clearInterval(timer);
+          clearInterval(progress);
           resolve(undefined);
         }
         last = this.count;
@@ -99,6 +104,7 @@ class CountingReceiver {
         n,
         resolve: (at) => {
           clearInterval(timer);
+          clearInterval(progress);
           resolve(at);
         },
       });

@@ -27,6 +27,8 @@ export interface Queue {
   deadLetter(ids: readonly number[], status: number | undefined, reason: string): Promise<number>;
   /** The newest record id now in the queue, 0 when empty. */
   maxId(): Promise<number>;
+  /** Keeps the last delivery error or success in the file, for `winston-vector status`. */
+  note?(key: 'last_error' | 'last_success', value: string): void;
 }
 
 /** Why records left the queue without being delivered. */
@@ -77,6 +79,15 @@ CREATE TABLE IF NOT EXISTS records (
   -- Set on the notice records that stand for dropped ones: what they report.
   notice_reason TEXT,
   notice_count INTEGER
+);
+CREATE TABLE IF NOT EXISTS counters (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
   id INTEGER PRIMARY KEY,
@@ -161,20 +172,42 @@ export class SqliteQueue implements Queue {
     const conn = await Connection.open(file, options.busyTimeout);
     try {
       await conn.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${options.synchronous.toUpperCase()};`);
-      // A truncated or damaged file is found here, not in the middle of a delivery.
-      const check = await conn.all<{ quick_check: string }>('PRAGMA quick_check(1)');
-      if (check[0]?.quick_check !== 'ok') {
-        throw Object.assign(new Error(`integrity check failed: ${check[0]?.quick_check ?? 'no answer'}`), { corrupt: true });
+      // A process that had the file open died without closing it: check the file before trusting
+      // it, so a truncated or damaged one is found here, not in the middle of a delivery. (A clean
+      // history skips the check: it reads the whole file, seconds for a large backlog.)
+      const crashed = await SqliteQueue.crashedOpeners(conn);
+      if (crashed.length > 0) {
+        const check = await conn.all<{ quick_check: string }>('PRAGMA quick_check(1)');
+        if (check[0]?.quick_check !== 'ok') {
+          throw Object.assign(new Error(`integrity check failed: ${check[0]?.quick_check ?? 'no answer'}`), { corrupt: true });
+        }
       }
       await conn.exec(SCHEMA);
       const queue = new SqliteQueue(conn, options);
       queue.pageSize = (await conn.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 4096;
+      if (crashed.length > 0) await conn.run('DELETE FROM state WHERE key IN (SELECT value FROM json_each(?))', [JSON.stringify(crashed)]);
+      await conn.run('INSERT OR REPLACE INTO state (key, value, at) VALUES (?, ?, ?)', [`open:${queue.owner}`, 'open', queue.now()]);
       await queue.reclaimFromDeadProcesses();
       return queue;
     } catch (err) {
       await conn.close().catch(() => undefined);
       throw err;
     }
+  }
+
+  /** `open:` marks left in the file by processes of this host that no longer run. */
+  private static async crashedOpeners(conn: Connection): Promise<string[]> {
+    let rows: Array<{ key: string }>;
+    try {
+      rows = await conn.all<{ key: string }>("SELECT key FROM state WHERE key LIKE 'open:%'");
+    } catch (err) {
+      if (isCorrupt(err)) throw err;
+      return []; // a new file: no state table yet
+    }
+    return rows.map((r) => r.key).filter((key) => {
+      const [host, pid] = key.slice('open:'.length).split(':');
+      return host === hostname() && Number(pid) !== process.pid && !pidAlive(Number(pid));
+    });
   }
 
   append(bodies: string[]): Promise<void> {
@@ -227,6 +260,7 @@ export class SqliteQueue implements Queue {
           this.dropped('disk-full', rows.length);
         }
       }
+      await this.saveCounters().catch(() => undefined);
       for (const item of items) item.resolve();
     } catch (err) {
       for (const item of items) item.reject(err);
@@ -343,7 +377,43 @@ export class SqliteQueue implements Queue {
   private dropped(reason: DropReason, count: number): void {
     if (count <= 0) return;
     this.unreport(reason, count);
+    this.counted.set(reason, (this.counted.get(reason) ?? 0) + count);
     this.options.onDrop?.(reason, count);
+  }
+
+  /** Drops not yet added to the `counters` table (it keeps them across runs, for `status`). */
+  private readonly counted = new Map<string, number>();
+
+  /** Adds the drops of the operation that just ran to the file's counters. Call inside `exclusive`. */
+  private async saveCounters(): Promise<void> {
+    if (this.counted.size === 0) return;
+    const entries = [...this.counted];
+    this.counted.clear();
+    for (const [name, n] of entries) {
+      await this.conn.run('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value', [
+        `dropped:${name}`,
+        n,
+      ]);
+    }
+  }
+
+  private lastSuccessNoted = 0;
+
+  note(key: 'last_error' | 'last_success', value: string): void {
+    const now = this.now();
+    // A success is noted at most every 5 s: it would otherwise be one more write per batch.
+    if (key === 'last_success' && now - this.lastSuccessNoted < 5000) return;
+    if (key === 'last_success') this.lastSuccessNoted = now;
+    if (this.closed) return;
+    void this.conn
+      .exclusive(() =>
+        this.conn.run('INSERT INTO state (key, value, at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, at = excluded.at', [
+          key,
+          value,
+          now,
+        ]),
+      )
+      .catch(() => undefined);
   }
 
   private unreport(reason: DropReason, count: number): void {
@@ -401,6 +471,7 @@ export class SqliteQueue implements Queue {
       if (n < 1000) break;
     }
     if (this.unreported.size > 0) await this.insertAll([], this.takeNotices([], Infinity));
+    await this.saveCounters();
   }
 
   renew(ids: readonly number[]): Promise<number[]> {
@@ -453,6 +524,7 @@ export class SqliteQueue implements Queue {
           [this.options.maxDeadLetters],
         );
         this.dropped('dead-letter-overflow', trimmed);
+        await this.saveCounters();
         return moved;
       }),
     );
@@ -508,7 +580,10 @@ export class SqliteQueue implements Queue {
     if (this.closed) return;
     this.closed = true;
     await this.conn
-      .exclusive(() => this.conn.run('UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?', [this.owner]))
+      .exclusive(async () => {
+        await this.conn.run('UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?', [this.owner]);
+        await this.conn.run('DELETE FROM state WHERE key = ?', [`open:${this.owner}`]);
+      })
       .catch((err) => this.options.onWarn('could not free leases on close', err));
     await this.conn.close();
   }

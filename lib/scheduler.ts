@@ -210,6 +210,7 @@ export class Scheduler {
         this.queue.ack(ids).catch((err: unknown) => this.fail({ action: 'retry', detail: `queue error: ${(err as Error).message}` }));
         this.stats.delivered += records.length;
         this.stats.lastSuccessAt = new Date();
+        this.queue.note?.('last_success', `${records.length} records delivered`);
         this.state = 'ok';
         return undefined;
       case 'split':
@@ -239,6 +240,7 @@ export class Scheduler {
   private fail(result: ShipResult, records = 0): void {
     const message = result.detail ?? `HTTP ${result.status}`;
     this.stats.lastError = { message, status: result.status, at: new Date() };
+    this.queue.note?.('last_error', message);
     const code = (result.cause as (Error & { code?: string }) | undefined)?.code;
     const state = `${result.action}:${result.status ?? code ?? message}`;
     if (state === this.state) return;

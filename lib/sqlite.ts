@@ -10,10 +10,14 @@ export class Connection {
 
   private constructor(private readonly db: sqlite3.Database) {}
 
-  /** Opens `file`; a locked database is waited on for up to `busyTimeout` ms before SQLITE_BUSY. */
-  static open(file: string, busyTimeout: number): Promise<Connection> {
+  /**
+   * Opens `file` (creating it unless `create` is false); a locked database is waited on for up to
+   * `busyTimeout` ms before SQLITE_BUSY.
+   */
+  static open(file: string, busyTimeout: number, create = true): Promise<Connection> {
     return new Promise((resolve, reject) => {
-      const db = new sqlite3.Database(file, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE, (err) => {
+      const mode = sqlite3.OPEN_READWRITE | (create ? sqlite3.OPEN_CREATE : 0);
+      const db = new sqlite3.Database(file, mode, (err) => {
         if (err) {
           reject(err);
           return;

@@ -63,7 +63,7 @@ export class VectorTransport extends TransportStream {
     // While one commit runs, winston buffers what is logged behind it; a deep buffer lets that
     // whole burst reach `logv` and go into the next commit together (16, the stream default,
     // would cap every transaction at 16 records).
-    super({ ...options, highWaterMark: (options as { highWaterMark?: number }).highWaterMark ?? 4096 } as VectorTransportOptions);
+    super({ ...options, highWaterMark: (options as { highWaterMark?: number }).highWaterMark ?? 1024 } as VectorTransportOptions);
     this.config = resolveOptions(options);
     const file = prepareDatabaseFile(this.config.dbPath);
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;

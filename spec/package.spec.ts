@@ -43,4 +43,24 @@ describe('package', () => {
       assert.equal(res.status, 0, `${dir}: ${res.stdout}${res.stderr}`);
     }
   });
+
+  it('npm pack ships only what users need: dist/, README, CHANGELOG, LICENSE', () => {
+    const res = spawnSync('npm', ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(res.status, 0, res.stderr);
+    const files: string[] = JSON.parse(res.stdout)[0].files.map((f: { path: string }) => f.path);
+    for (const f of files) assert.match(f, /^(dist\/[\w-]+\.(js|d\.ts)|package\.json|README\.md|CHANGELOG\.md|LICENSE)$/, f);
+    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'README.md', 'LICENSE']) assert.ok(files.includes(needed), needed);
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+    assert.equal(pkg.bin['winston-vector'], 'dist/cli.js');
+    assert.match(readFileSync(join(root, 'dist', 'cli.js'), 'utf8'), /^#!\/usr\/bin\/env node\n/);
+  });
+
+  it('the published types resolve for CommonJS, ESM and bundlers (@arethetypeswrong/cli)', () => {
+    const attw = join(root, 'node_modules', '@arethetypeswrong', 'cli', 'dist', 'index.js');
+    const res = run([attw, '--pack', root, '--profile', 'node16', '--format', 'json']);
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+    const report = JSON.parse(res.stdout);
+    assert.deepEqual(Object.keys(report.problems), [], JSON.stringify(report.problems));
+    assert.deepEqual(report.analysis.problems, [], JSON.stringify(report.analysis.problems));
+  });
 });

@@ -1,0 +1,123 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Connection } from './sqlite';
+
+/** The queue file is missing, or it is not a winston-vector queue. */
+export class QueueFileError extends Error {
+  override readonly name = 'QueueFileError';
+}
+
+export interface QueueStatus {
+  readonly dbPath: string;
+  readonly pending: number;
+  /** Bytes of the pending records' bodies. */
+  readonly pendingBytes: number;
+  readonly oldestPendingAgeMs: number | null;
+  readonly deadLetters: number;
+  /** Records dropped by the bounds, by reason, over the file's life. */
+  readonly dropped: Readonly<Record<string, number>>;
+  readonly lastError: { readonly message: string; readonly at: string } | null;
+  readonly lastSuccess: { readonly message: string; readonly at: string } | null;
+}
+
+export interface DeadLetter {
+  readonly id: number;
+  readonly failedAt: string;
+  readonly status: number | null;
+  /** The receiver's answer that rejected it. */
+  readonly reason: string;
+  readonly body: string;
+}
+
+/**
+ * Opens an existing queue file for inspection, without creating one: a missing file, a file that is
+ * not SQLite, or a SQLite file without the queue's tables is a {@link QueueFileError}.
+ */
+export async function openQueueFile(dbPath: string): Promise<Connection> {
+  const file = resolve(dbPath);
+  if (!existsSync(file)) throw new QueueFileError(`no queue file at ${file}`);
+  let conn: Connection;
+  try {
+    conn = await Connection.open(file, 5000, false);
+  } catch (err) {
+    throw new QueueFileError(`cannot open ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const tables = await conn.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'");
+    const names = new Set(tables.map((t) => t.name));
+    if (!names.has('records') || !names.has('dead_letters')) {
+      throw new QueueFileError(`${file} is a SQLite file, but not a winston-vector queue`);
+    }
+    return conn;
+  } catch (err) {
+    await conn.close().catch(() => undefined);
+    if (err instanceof QueueFileError) throw err;
+    throw new QueueFileError(`${file} is not a winston-vector queue: ${(err as Error).message}`);
+  }
+}
+
+async function withQueueFile<T>(dbPath: string, fn: (conn: Connection) => Promise<T>): Promise<T> {
+  const conn = await openQueueFile(dbPath);
+  try {
+    return await conn.exclusive(() => fn(conn));
+  } finally {
+    await conn.close();
+  }
+}
+
+export function queueStatus(dbPath: string, now = Date.now()): Promise<QueueStatus> {
+  return withQueueFile(dbPath, async (conn) => {
+    const row = await conn.get<{ n: number; bytes: number | null; oldest: number | null; dead: number }>(
+      `SELECT count(*) AS n, sum(length(CAST(body AS BLOB))) AS bytes,
+              (SELECT created_at FROM records ORDER BY id LIMIT 1) AS oldest,
+              (SELECT count(*) FROM dead_letters) AS dead
+       FROM records`,
+    );
+    const counters = await conn.all<{ name: string; value: number }>("SELECT name, value FROM counters WHERE name LIKE 'dropped:%'").catch(() => []);
+    const state = await conn.all<{ key: string; value: string; at: number }>('SELECT key, value, at FROM state').catch(() => []);
+    const entry = (key: string) => {
+      const s = state.find((x) => x.key === key);
+      return s ? { message: s.value, at: new Date(s.at).toISOString() } : null;
+    };
+    return {
+      dbPath: resolve(dbPath),
+      pending: row?.n ?? 0,
+      pendingBytes: row?.bytes ?? 0,
+      oldestPendingAgeMs: row?.oldest == null ? null : Math.max(0, now - row.oldest),
+      deadLetters: row?.dead ?? 0,
+      dropped: Object.fromEntries(counters.map((c) => [c.name.slice('dropped:'.length), c.value])),
+      lastError: entry('last_error'),
+      lastSuccess: entry('last_success'),
+    };
+  });
+}
+
+export function listDeadLetters(dbPath: string, limit = 100): Promise<DeadLetter[]> {
+  return withQueueFile(dbPath, async (conn) => {
+    const rows = await conn.all<{ id: number; failed_at: number; status: number | null; reason: string; body: string }>(
+      'SELECT id, failed_at, status, reason, body FROM dead_letters ORDER BY id LIMIT ?',
+      [limit],
+    );
+    return rows.map((r) => ({ id: r.id, failedAt: new Date(r.failed_at).toISOString(), status: r.status, reason: r.reason, body: r.body }));
+  });
+}
+
+const selection = (ids: readonly number[] | undefined) =>
+  ids && ids.length > 0 ? { where: 'WHERE id IN (SELECT value FROM json_each(?))', params: [JSON.stringify(ids)] } : { where: '', params: [] };
+
+/** Puts dead letters (all, or `ids`) back at the end of the queue; returns how many. */
+export function retryDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {
+  const { where, params } = selection(ids);
+  return withQueueFile(dbPath, (conn) =>
+    conn.transaction(async () => {
+      await conn.run(`INSERT INTO records (body, created_at) SELECT body, created_at FROM dead_letters ${where} ORDER BY id`, params);
+      return conn.run(`DELETE FROM dead_letters ${where}`, params);
+    }),
+  );
+}
+
+/** Deletes dead letters (all, or `ids`); returns how many. */
+export function purgeDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {
+  const { where, params } = selection(ids);
+  return withQueueFile(dbPath, (conn) => conn.run(`DELETE FROM dead_letters ${where}`, params));
+}

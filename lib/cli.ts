@@ -1,0 +1,305 @@
+#!/usr/bin/env node
+/**
+ * `winston-vector`: see and act on the queue without writing code.
+ * Exit codes: 0 done; 1 not everything could be done (drain left records); 2 usage (unknown
+ * command or option, bad value, bad URL); 3 the queue file is missing or not a winston-vector queue;
+ * 4 the port is in use.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { listDeadLetters, purgeDeadLetters, QueueFileError, queueStatus, retryDeadLetters } from './admin';
+import { runDemo } from './demo';
+import { redact } from './errors';
+import { type Decoding, VectorReceiver } from './receiver';
+import { VectorTransport } from './transport';
+
+export const EXIT = Object.freeze({ OK: 0, INCOMPLETE: 1, USAGE: 2, QUEUE_FILE: 3, PORT_IN_USE: 4 });
+
+class UsageError extends Error {}
+
+interface Io {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  /** Whether stderr is a terminal (progress bars redraw in place). */
+  tty: boolean;
+}
+
+const HELP: Record<string, string> = {
+  main: `Usage: winston-vector <command> [options]
+
+Commands:
+  status         pending records, dead letters, drops, last error and success of a queue file
+  drain          ship everything queued now to a Vector URL, then exit
+  dead-letters   list, retry or purge the records the receiver rejected
+  receive        a local receiver that answers like Vector's http_server and prints each record
+  demo           log through winston to a local receiver, across an outage, and show it arriving
+
+Run 'winston-vector <command> --help' for its options.
+Exit codes: 0 done, 1 not everything done, 2 usage error, 3 queue file missing or foreign, 4 port in use.`,
+  status: `Usage: winston-vector status [--db PATH] [--json]
+
+Shows a queue file: pending records and bytes, age of the oldest, dead letters, records dropped
+by the bounds (by reason), last delivery error and last success.
+  --db PATH   the queue file (default ./logs/queue.db)
+  --json      one JSON object, for scripts`,
+  drain: `Usage: winston-vector drain --db PATH --url URL [--batch-size N] [--timeout MS] [--rounds N]
+
+Ships everything queued in PATH to Vector's http_server source at URL, with a progress bar and a
+summary. Exits 1 if anything could not be delivered (it stays in the file).
+  --db PATH         the queue file (required)
+  --url URL         Vector's http_server source; user:password@ in it becomes basic auth (required)
+  --batch-size N    records per request (default 1000)
+  --timeout MS      per-request timeout (default 10000)
+  --rounds N        failed rounds in a row before giving up (default 3)`,
+  'dead-letters': `Usage: winston-vector dead-letters list|retry|purge --db PATH [--id N ...] [--json] [--limit N]
+
+  list    the rejected records, with the receiver's answer (--json, --limit N: default 100)
+  retry   put them back at the end of the queue; the next transport or 'drain' sends them
+  purge   delete them
+  --id N  only these (repeatable); default all`,
+  receive: `Usage: winston-vector receive [--port 8080] [--host 127.0.0.1] [--out FILE] [--decoding json|json-bytes|bytes]
+
+A local receiver that answers like Vector's http_server source and prints each record as one JSON
+line (or appends it to FILE). For trying the package without Vector. Ctrl-C stops it.
+  --decoding   json (decoding.codec = "json", default), json-bytes (the legacy encoding = "json"), bytes`,
+  demo: `Usage: winston-vector demo
+
+Starts a local receiver, logs through winston with VectorTransport, stops the receiver, logs more
+(kept on disk), starts it again and shows every record arriving in order.`,
+};
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+type OptionSpec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
+
+function parse(args: string[], options: OptionSpec): { values: Values; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options: { help: { type: 'boolean', short: 'h' }, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as Values, positionals };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function positiveInt(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+const age = (ms: number | null) =>
+  ms === null ? '-' : ms < 60_000 ? `${Math.round(ms / 1000)}s` : ms < 3_600_000 ? `${Math.round(ms / 60_000)}m` : `${(ms / 3_600_000).toFixed(1)}h`;
+
+async function status(args: string[], io: Io): Promise<number> {
+  const { values } = parse(args, { db: { type: 'string' }, json: { type: 'boolean' } });
+  if (values.help) return help('status', io);
+  const s = await queueStatus(String(values.db ?? './logs/queue.db'));
+  if (values.json) {
+    io.out(`${JSON.stringify(s)}\n`);
+    return EXIT.OK;
+  }
+  const dropped = Object.entries(s.dropped).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  io.out(
+    [
+      `queue         ${s.dbPath}`,
+      `pending       ${s.pending} records, ${s.pendingBytes} bytes`,
+      `oldest        ${age(s.oldestPendingAgeMs)}`,
+      `dead letters  ${s.deadLetters}`,
+      `dropped       ${dropped}`,
+      `last error    ${s.lastError ? `${s.lastError.at} ${s.lastError.message}` : '-'}`,
+      `last success  ${s.lastSuccess ? `${s.lastSuccess.at} ${s.lastSuccess.message}` : '-'}`,
+    ].join('\n') + '\n',
+  );
+  return EXIT.OK;
+}
+
+function bar(done: number, total: number): string {
+  const width = 30;
+  const part = total === 0 ? 1 : Math.min(1, done / total);
+  const filled = Math.round(part * width);
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total}`;
+}
+
+async function drain(args: string[], io: Io): Promise<number> {
+  const { values } = parse(args, {
+    db: { type: 'string' },
+    url: { type: 'string' },
+    'batch-size': { type: 'string' },
+    timeout: { type: 'string' },
+    rounds: { type: 'string' },
+  });
+  if (values.help) return help('drain', io);
+  if (!values.db) throw new UsageError('--db is required');
+  if (!values.url) throw new UsageError('--url is required');
+  const before = await queueStatus(String(values.db));
+  const total = before.pending;
+  let transport: VectorTransport;
+  try {
+    transport = new VectorTransport({
+      vectorUrl: String(values.url),
+      project: 'drain',
+      table: 'drain',
+      dbPath: String(values.db),
+      batchSize: positiveInt('batch-size', values['batch-size'], 1000) || 1000,
+      timeout: positiveInt('timeout', values.timeout, 10_000) || 10_000,
+      flushInterval: 3_600_000,
+      retryDelay: 500,
+      maxRetryDelay: 5000,
+      closeTimeout: 0,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  let lastWarn = '';
+  transport.on('warn', (err: Error) => (lastWarn = err.message));
+  transport.on('error', (err: Error) => (lastWarn = err.message));
+  const rounds = positiveInt('rounds', values.rounds, 3) || 3;
+  let delivered = 0;
+  let failures = 0;
+  let pending = total;
+  const show = () => (io.tty ? io.err(`\r${bar(delivered, total)}`) : undefined);
+  show();
+  while (pending > 0 && failures < rounds) {
+    const r = await transport.flush();
+    delivered += r.delivered;
+    pending = r.pending;
+    failures = r.delivered === 0 ? failures + 1 : 0;
+    show();
+    if (!io.tty) io.err(`${bar(delivered, total)}\n`);
+  }
+  const stats = await transport.stats();
+  await transport.close();
+  if (io.tty) io.err('\n');
+  io.out(`delivered ${delivered}, dead-lettered ${stats.deadLettered}, left ${pending}\n`);
+  if (pending > 0) {
+    io.err(`not everything could be delivered: ${redact(stats.lastError?.message ?? lastWarn ?? 'unknown error')}\n`);
+    return EXIT.INCOMPLETE;
+  }
+  return EXIT.OK;
+}
+
+async function deadLetters(args: string[], io: Io): Promise<number> {
+  const { values, positionals } = parse(args, {
+    db: { type: 'string' },
+    id: { type: 'string', multiple: true },
+    json: { type: 'boolean' },
+    limit: { type: 'string' },
+  });
+  const action = positionals[0];
+  if (values.help || action === undefined) return help('dead-letters', io, action === undefined && !values.help);
+  if (!values.db) throw new UsageError('--db is required');
+  const ids = (values.id as string[] | undefined)?.map((id) => positiveInt('id', id, 0));
+  const db = String(values.db);
+  switch (action) {
+    case 'list': {
+      const rows = await listDeadLetters(db, positiveInt('limit', values.limit, 100));
+      if (values.json) io.out(`${JSON.stringify(rows)}\n`);
+      else if (rows.length === 0) io.out('no dead letters\n');
+      else for (const r of rows) io.out(`#${r.id}  ${r.failedAt}  HTTP ${r.status ?? '-'}  ${r.reason}\n    ${r.body.slice(0, 300)}\n`);
+      return EXIT.OK;
+    }
+    case 'retry':
+      io.out(`${await retryDeadLetters(db, ids)} dead letters put back in the queue\n`);
+      return EXIT.OK;
+    case 'purge':
+      io.out(`${await purgeDeadLetters(db, ids)} dead letters deleted\n`);
+      return EXIT.OK;
+    default:
+      throw new UsageError(`unknown dead-letters action ${JSON.stringify(action)}: list, retry or purge`);
+  }
+}
+
+async function receive(args: string[], io: Io, signal?: AbortSignal): Promise<number> {
+  const { values } = parse(args, { port: { type: 'string' }, host: { type: 'string' }, out: { type: 'string' }, decoding: { type: 'string' } });
+  if (values.help) return help('receive', io);
+  const decoding = String(values.decoding ?? 'json');
+  if (!['json', 'json-bytes', 'bytes'].includes(decoding)) throw new UsageError(`--decoding must be json, json-bytes or bytes, got ${JSON.stringify(decoding)}`);
+  const port = positiveInt('port', values.port, 8080);
+  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  const receiver = new VectorReceiver({ decoding: decoding as Decoding, host: String(values.host ?? '127.0.0.1'), keepEvents: false });
+  let out: WriteStream | undefined;
+  if (values.out) out = createWriteStream(String(values.out), { flags: 'a' });
+  receiver.on('events', (events: unknown[]) => {
+    const text = events.map((e) => `${JSON.stringify(e)}\n`).join('');
+    if (out) out.write(text);
+    else io.out(text);
+  });
+  try {
+    await receiver.start(port);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      io.err(`port ${port} is in use\n`);
+      return EXIT.PORT_IN_USE;
+    }
+    throw err;
+  }
+  io.err(`receiving on ${receiver.url} (like Vector's http_server, decoding ${decoding})${out ? `, appending to ${values.out}` : ''}; Ctrl-C stops\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    signal?.addEventListener('abort', stop, { once: true });
+  });
+  await receiver.stop();
+  if (out) await new Promise<void>((resolve) => out.end(() => resolve()));
+  io.err(`stopped after ${receiver.received} records\n`);
+  return EXIT.OK;
+}
+
+function help(topic: string, io: Io, asError = false): number {
+  (asError ? io.err : io.out)(`${HELP[topic] ?? HELP.main}\n`);
+  return asError ? EXIT.USAGE : EXIT.OK;
+}
+
+/** Runs one command line; resolves to the exit code. */
+export async function main(argv: string[], io: Io, signal?: AbortSignal): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'status':
+        return await status(rest, io);
+      case 'drain':
+        return await drain(rest, io);
+      case 'dead-letters':
+        return await deadLetters(rest, io);
+      case 'receive':
+        return await receive(rest, io, signal);
+      case 'demo':
+        if (rest.includes('--help') || rest.includes('-h')) return help('demo', io);
+        return (await runDemo((line) => io.out(`${line}\n`))) ? EXIT.OK : EXIT.INCOMPLETE;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        return help(rest[0] ?? 'main', io, command === undefined);
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`winston-vector: ${redact(err.message)}\nRun 'winston-vector ${command && HELP[command] ? `${command} ` : ''}--help' for usage.\n`);
+      return EXIT.USAGE;
+    }
+    if (err instanceof QueueFileError) {
+      io.err(`winston-vector: ${err.message}\n`);
+      return EXIT.QUEUE_FILE;
+    }
+    io.err(`winston-vector: ${redact((err as Error).message)}\n`);
+    return EXIT.INCOMPLETE;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2), {
+    out: (text) => process.stdout.write(text),
+    err: (text) => process.stderr.write(text),
+    tty: Boolean(process.stderr.isTTY),
+  }).then((code) => {
+    process.exitCode = code;
+  });
+}
