@@ -47,6 +47,8 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   synchronous?: 'normal' | 'full';
   /** TLS settings for an https `vectorUrl` (`ca`, `cert`, `key`, `rejectUnauthorized`, …). */
   tls?: TlsOptions;
+  /** Records winston may buffer behind a commit; they go into the next transaction together. Default 4096. */
+  highWaterMark?: number;
   /** Bound of the queue database on disk, in bytes. Default 256 MiB. */
   maxQueueBytes?: number;
   /** What goes when the queue is full: `'drop-oldest'` (default) or `'drop-newest'`. */
@@ -87,6 +89,7 @@ export interface ResolvedOptions {
   readonly maxRecordBytes: number;
   readonly synchronous: 'normal' | 'full';
   readonly tls: Readonly<TlsOptions>;
+  readonly highWaterMark: number;
   readonly maxQueueBytes: number;
   readonly overflow: 'drop-oldest' | 'drop-newest';
   readonly maxAge: number | undefined;
@@ -232,6 +235,7 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, 1024 * 1024, 1024),
     synchronous: oneOf('synchronous', options.synchronous, 'normal', ['normal', 'full'] as const),
     tls: Object.freeze({ ...(plainObject('tls', options.tls) as TlsOptions) }),
+    highWaterMark: integer('highWaterMark', options.highWaterMark, 4096, 1),
     maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, 256 * 1024 * 1024, 64 * 1024),
     overflow: oneOf('overflow', options.overflow, 'drop-oldest', ['drop-oldest', 'drop-newest'] as const),
     maxAge: options.maxAge === undefined ? undefined : integer('maxAge', options.maxAge, 0, 1),

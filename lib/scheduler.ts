@@ -152,10 +152,14 @@ export class Scheduler {
           return;
         }
         this.unshipped = Math.max(0, this.unshipped - batch.length);
-        const shipping = this.ship(batch);
-        const prefetch = this.queue.claim(this.options.batchSize);
-        const failure = await shipping;
-        const next = await prefetch;
+        const [shipped, fetched] = await Promise.allSettled([this.ship(batch), this.queue.claim(this.options.batchSize)]);
+        const next = fetched.status === 'fulfilled' ? fetched.value : [];
+        if (shipped.status === 'rejected' || fetched.status === 'rejected') {
+          // A queue error: give every lease back before the round ends, so nothing waits for expiry.
+          await this.queue.release([...batch, ...next].map((r) => r.id)).catch(() => undefined);
+          throw shipped.status === 'rejected' ? shipped.reason : (fetched as PromiseRejectedResult).reason;
+        }
+        const failure = shipped.value;
         if (failure) {
           await this.queue.release([...batch, ...next].map((r) => r.id));
           this.failedRounds++;

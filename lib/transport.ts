@@ -1,5 +1,5 @@
 import TransportStream from 'winston-transport';
-import { VectorDeliveryError, VectorQueueError } from './errors';
+import { VectorQueueError } from './errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { buildRecord, type RecordContext } from './record';
@@ -24,7 +24,10 @@ export interface TransportStats {
   readonly deadLettered: number;
   /** Rows in the dead-letter table now (also those of earlier runs). */
   readonly deadLetters: number;
-  /** Records that could not be committed, by reason. */
+  /**
+   * Records dropped, by reason: `queue-full`, `disk-full`, `max-age` (the bounds), `write-failed`
+   * (the file failed), `format-error`, `unserializable`, `dead-letter-overflow` (old dead letters).
+   */
   readonly dropped: Readonly<Record<string, number>>;
   /** Age of the oldest pending record, in ms; null when none is pending. */
   readonly oldestPendingAgeMs: number | null;
@@ -46,8 +49,8 @@ type WriteChunk = { chunk: Record<string, unknown> };
  * and ships the queue in batches to Vector's `http_server` source.
  */
 export class VectorTransport extends TransportStream {
-  /** The options in force, after defaults and validation. */
-  readonly config: ResolvedOptions;
+  /** The options in force, after defaults and validation. Private: it holds the Authorization header. */
+  private readonly config: ResolvedOptions;
   private readonly runtime: Promise<Runtime | undefined>;
   private readonly shipper: HttpShipper;
   private readonly extraFields: Readonly<Record<string, unknown>>;
@@ -60,11 +63,12 @@ export class VectorTransport extends TransportStream {
   private queueClosed = false;
 
   constructor(options: VectorTransportOptions) {
+    const config = resolveOptions(options);
     // While one commit runs, winston buffers what is logged behind it; a deep buffer lets that
     // whole burst reach `logv` and go into the next commit together (16, the stream default,
     // would cap every transaction at 16 records).
-    super({ ...options, highWaterMark: (options as { highWaterMark?: number }).highWaterMark ?? 1024 } as VectorTransportOptions);
-    this.config = resolveOptions(options);
+    super({ ...options, highWaterMark: config.highWaterMark } as VectorTransportOptions);
+    this.config = config;
     const file = prepareDatabaseFile(this.config.dbPath);
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
     this.shipper = new HttpShipper({ ...this.config, tls: this.config.tls });

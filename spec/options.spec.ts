@@ -19,6 +19,11 @@ describe('options', () => {
     assert.equal(o.closeTimeout, 5000);
     assert.equal(o.maxRecordBytes, 1024 * 1024);
     assert.equal(o.synchronous, 'normal');
+    assert.equal(o.highWaterMark, 4096);
+    assert.equal(o.maxQueueBytes, 256 * 1024 * 1024);
+    assert.equal(o.overflow, 'drop-oldest');
+    assert.equal(o.maxDeadLetters, 10_000);
+    assert.equal(o.leaseTimeout, 3 * (10_000 + 30_000) + 60_000);
     assert.equal(o.idField, undefined);
     assert.ok(Object.isFrozen(o));
   });
@@ -46,6 +51,9 @@ describe('options', () => {
     [{ idField: 'event_id', extraFields: { event_id: 1 } }, /`extraFields` key "event_id" collides/],
     [{ maxRetryDelay: 10, retryDelay: 100 }, /`maxRetryDelay` must be ≥ `retryDelay` \(100\), got 10/],
     [{ synchronous: 'off' as never }, /`synchronous` must be one of 'normal', 'full', got "off"/],
+    [{ highWaterMark: 0 }, /`highWaterMark` must be an integer ≥ 1, got 0/],
+    [{ maxQueueBytes: 1000 }, /`maxQueueBytes` must be an integer ≥ 65536, got 1000/],
+    [{ overflow: 'drop-all' as never }, /`overflow` must be one of 'drop-oldest', 'drop-newest', got "drop-all"/],
   ];
   for (const [override, message] of bad) {
     it(`refuses ${JSON.stringify(override)}`, () => {
