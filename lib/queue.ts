@@ -3,7 +3,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync } fro
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { VectorQueueError } from './errors';
-import { Connection } from './sqlite';
+import { Connection, type Prepared } from './sqlite';
 
 /** One record waiting in the queue, as it will be sent. */
 export interface QueuedRecord {
@@ -66,8 +66,12 @@ interface Notice {
   readonly body: string;
 }
 
-/** Rows per INSERT statement (2 parameters a row, well under SQLite's 32766). */
+/** Rows per INSERT statement (one parameter a row, well under SQLite's 32766). */
 const ROWS_PER_INSERT = 500;
+
+/** VALUES rows are inserted in their order, so ids follow the order of logging. */
+const insertSql = (rows: number) =>
+  `INSERT INTO records (body, created_at) SELECT column1, ?1 FROM (VALUES ${'(?),'.repeat(rows - 1)}(?))`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
@@ -433,14 +437,18 @@ export class SqliteQueue implements Queue {
     return notices;
   }
 
+  /** The INSERT for a full chunk, compiled once: one parameter for the time, one per row. */
+  private fullInsert: Prepared | undefined;
+
   private insert(rows: string[], now: number): Promise<number> {
-    const params: unknown[] = new Array(rows.length * 2);
-    for (let i = 0; i < rows.length; i++) {
-      params[2 * i] = rows[i];
-      params[2 * i + 1] = now;
+    const params: unknown[] = new Array(rows.length + 1);
+    params[0] = now;
+    for (let i = 0; i < rows.length; i++) params[i + 1] = rows[i];
+    if (rows.length === ROWS_PER_INSERT) {
+      this.fullInsert ??= this.conn.prepare(insertSql(ROWS_PER_INSERT));
+      return this.fullInsert.run(params);
     }
-    const sql = `INSERT INTO records (body, created_at) VALUES ${'(?,?),'.repeat(rows.length - 1)}(?,?)`;
-    return this.conn.run(sql, params);
+    return this.conn.run(insertSql(rows.length), params);
   }
 
   claim(limit: number): Promise<QueuedRecord[]> {

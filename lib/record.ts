@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { LevelTable } from './levels';
+import type { LevelInfo, LevelTable } from './levels';
 import { isPlainJson, renderMessage, safeString, toJson } from './serialize';
 
 /** What every record of one transport shares. */
@@ -44,50 +44,114 @@ function exceptionOf(info: Record<string, unknown>, keys: string[]): string | un
   return undefined;
 }
 
-/**
- * Builds one record (shared/docs/record-format.md) and returns it serialized.
- * Never throws: anything a caller passes is rendered or described.
- */
-export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, now = Date.now()): string {
+/** What one info contributes to its record, already normalized. */
+interface Parts {
+  readonly timestamp: string;
+  readonly level: LevelInfo;
+  readonly message: string;
+  readonly extra: ReadonlyArray<readonly [string, unknown]>;
+  readonly exception: string | undefined;
+  readonly id: string | undefined;
+}
+
+function collect(info: Record<string, unknown>, ctx: RecordContext, now: number): Parts {
   let keys: string[];
   try {
     keys = Object.keys(info).filter((k) => !OWN_KEYS.has(k));
   } catch {
     keys = [];
   }
-  const level = ctx.levels.get(read(info, 'level'));
-  const record: Record<string, unknown> = {
-    timestamp: timestampOf(read(info, 'timestamp'), now),
-    level: level.name,
-    level_num: level.num,
-    message: renderMessage(read(info, 'message')),
-    project: ctx.project,
-    table: ctx.table,
-  };
-  const extra: Record<string, unknown> = {};
-  let hasExtra = false;
+  const extra: Array<readonly [string, unknown]> = [];
   for (const key of keys) {
     const value = read(info, key);
-    // Plain data is written as it is (JSON.stringify below); only the rest is copied by toJson.
+    // Plain data is written as it is; only the rest is copied (and made safe) by toJson.
     const j = isPlainJson(value, 1) ? value : toJson(value, 1);
-    if (j !== undefined) {
-      extra[key] = j;
-      hasExtra = true;
-    }
+    if (j !== undefined) extra.push([key, j]);
   }
-  if (hasExtra) record.extra = extra;
   let exception: string | undefined;
   try {
     exception = exceptionOf(info, keys);
   } catch {
     exception = undefined;
   }
-  if (exception !== undefined) record.exception = exception;
-  if (ctx.idField !== undefined) record[ctx.idField] = randomUUID();
-  Object.assign(record, ctx.extraFields);
+  return {
+    timestamp: timestampOf(read(info, 'timestamp'), now),
+    level: ctx.levels.get(read(info, 'level')),
+    message: renderMessage(read(info, 'message')),
+    extra,
+    exception,
+    id: ctx.idField === undefined ? undefined : randomUUID(),
+  };
+}
 
-  const text = JSON.stringify(record);
-  return Buffer.byteLength(text) > ctx.maxRecordBytes ? truncate(record, ctx.maxRecordBytes) : text;
+/** The parts of the JSON text every record of a transport shares, and each level's, made once. */
+const fragments = new WeakMap<RecordContext, { projectTable: string; tail: string; idKey: string }>();
+const levelFragments = new WeakMap<LevelInfo, string>();
+
+function fragmentsOf(ctx: RecordContext): { projectTable: string; tail: string; idKey: string } {
+  let f = fragments.get(ctx);
+  if (!f) {
+    const tail = JSON.stringify(ctx.extraFields).slice(1, -1);
+    f = {
+      projectTable: `,"project":${JSON.stringify(ctx.project)},"table":${JSON.stringify(ctx.table)}`,
+      tail: tail === '' ? '' : `,${tail}`,
+      idKey: ctx.idField === undefined ? '' : `,${JSON.stringify(ctx.idField)}:`,
+    };
+    fragments.set(ctx, f);
+  }
+  return f;
+}
+
+/**
+ * The record as JSON text, written piece by piece: the same text as `JSON.stringify(asObject())`,
+ * without building the object.
+ */
+function asText(p: Parts, ctx: RecordContext): string {
+  const f = fragmentsOf(ctx);
+  let level = levelFragments.get(p.level);
+  if (level === undefined) {
+    level = `"level":${JSON.stringify(p.level.name)},"level_num":${JSON.stringify(p.level.num)}`;
+    levelFragments.set(p.level, level);
+  }
+  let text = `{"timestamp":"${p.timestamp}",${level},"message":${JSON.stringify(p.message)}${f.projectTable}`;
+  if (p.extra.length > 0) {
+    text += ',"extra":{';
+    for (let i = 0; i < p.extra.length; i++) {
+      const [key, value] = p.extra[i]!;
+      text += `${i === 0 ? '' : ','}${JSON.stringify(key)}:${JSON.stringify(value)}`;
+    }
+    text += '}';
+  }
+  if (p.exception !== undefined) text += `,"exception":${JSON.stringify(p.exception)}`;
+  if (p.id !== undefined) text += `${f.idKey}"${p.id}"`;
+  return `${text}${f.tail}}`;
+}
+
+function asObject(p: Parts, ctx: RecordContext): Record<string, unknown> {
+  const record: Record<string, unknown> = {
+    timestamp: p.timestamp,
+    level: p.level.name,
+    level_num: p.level.num,
+    message: p.message,
+    project: ctx.project,
+    table: ctx.table,
+  };
+  if (p.extra.length > 0) record.extra = Object.fromEntries(p.extra);
+  if (p.exception !== undefined) record.exception = p.exception;
+  if (ctx.idField !== undefined) record[ctx.idField] = p.id;
+  return Object.assign(record, ctx.extraFields);
+}
+
+/**
+ * Builds one record (shared/docs/record-format.md) and returns it serialized.
+ * Never throws: anything a caller passes is rendered or described.
+ */
+export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, now = Date.now()): string {
+  const parts = collect(info, ctx, now);
+  const text = asText(parts, ctx);
+  // A UTF-16 unit is at most 3 bytes in UTF-8: most records are known to fit without counting.
+  if (text.length * 3 <= ctx.maxRecordBytes || Buffer.byteLength(text) <= ctx.maxRecordBytes) return text;
+  return truncate(asObject(parts, ctx), ctx.maxRecordBytes);
 }
 
 function read(obj: Record<string, unknown>, key: string): unknown {

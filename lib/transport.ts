@@ -54,7 +54,7 @@ export class VectorTransport extends TransportStream {
   private readonly runtime: Promise<Runtime | undefined>;
   private readonly shipper: HttpShipper;
   private readonly extraFields: Readonly<Record<string, unknown>>;
-  private levelTable: { source: unknown; table: LevelTable } | undefined;
+  private recordContext: { source: unknown; ctx: RecordContext } | undefined;
   /** Commits under way; `flush()` and `close()` wait for them. */
   private readonly writes = new Set<Promise<void>>();
   private readonly dropped: Record<string, number> = {};
@@ -101,22 +101,25 @@ export class VectorTransport extends TransportStream {
     }
   }
 
+  /** The record context, made again only when winston hands the transport another level set. */
   private context(): RecordContext {
     const levels = (this as unknown as { levels?: Record<string, number> }).levels;
-    let cached = this.levelTable;
+    let cached = this.recordContext;
     if (cached === undefined || cached.source !== levels) {
-      cached = { source: levels, table: new LevelTable(levels, this.config.levelNumbers) };
-      this.levelTable = cached;
+      cached = {
+        source: levels,
+        ctx: {
+          project: this.config.project,
+          table: this.config.table,
+          extraFields: this.extraFields,
+          idField: this.config.idField,
+          maxRecordBytes: this.config.maxRecordBytes,
+          levels: new LevelTable(levels, this.config.levelNumbers),
+        },
+      };
+      this.recordContext = cached;
     }
-    const table = cached.table;
-    return {
-      project: this.config.project,
-      table: this.config.table,
-      extraFields: this.extraFields,
-      idField: this.config.idField,
-      maxRecordBytes: this.config.maxRecordBytes,
-      levels: table,
-    };
+    return cached.ctx;
   }
 
   /** winston calls this for one record; the callback fires once the record is committed. */
