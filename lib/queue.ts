@@ -58,6 +58,7 @@ export interface QueueOptions {
 /** Estimated bytes a row costs beyond its body (rowid, columns, b-tree cell). */
 const ROW_OVERHEAD = 48;
 const rowBytes = (body: string) => Buffer.byteLength(body) + ROW_OVERHEAD;
+const bytesOf = (bodies: readonly string[]) => bodies.reduce((n, b) => n + rowBytes(b), 0);
 
 /** A record that tells the downstream how many records were dropped, and why. */
 interface Notice {
@@ -137,6 +138,12 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** An owner token (`host:pid:random`) of another process of this host that no longer runs. */
+function ownerDied(owner: string): boolean {
+  const [host, pid] = owner.split(':');
+  return host === hostname() && Number(pid) !== process.pid && !pidAlive(Number(pid));
+}
+
 /** The durable queue: one SQLite file in WAL mode, shared safely by several processes. */
 export class SqliteQueue implements Queue {
   /** Identifies this queue's leases: host, pid and a random part. */
@@ -208,10 +215,7 @@ export class SqliteQueue implements Queue {
       if (isCorrupt(err)) throw err;
       return []; // a new file: no state table yet
     }
-    return rows.map((r) => r.key).filter((key) => {
-      const [host, pid] = key.slice('open:'.length).split(':');
-      return host === hostname() && Number(pid) !== process.pid && !pidAlive(Number(pid));
-    });
+    return rows.map((r) => r.key).filter((key) => ownerDied(key.slice('open:'.length)));
   }
 
   append(bodies: string[]): Promise<void> {
@@ -248,7 +252,7 @@ export class SqliteQueue implements Queue {
         // The disk (or SQLite's page limit) is full: the policy decides who goes.
         let written = false;
         if (this.options.overflow === 'drop-oldest') {
-          const need = rows.reduce((n, b) => n + rowBytes(b), 0) * 2 + 16 * this.pageSize;
+          const need = bytesOf(rows) * 2 + 16 * this.pageSize;
           if ((await this.dropOldest(need, 'disk-full')) > 0) {
             written = await this.insertAll(rows, notices).then(
               () => true,
@@ -320,7 +324,7 @@ export class SqliteQueue implements Queue {
 
   /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
   private async makeRoom(rows: string[]): Promise<string[]> {
-    const incoming = rows.reduce((n, b) => n + rowBytes(b), 0);
+    const incoming = bytesOf(rows);
     let room = await this.roomFor(incoming);
     if (incoming <= room) {
       this.measured.since += incoming;
@@ -431,7 +435,7 @@ export class SqliteQueue implements Queue {
   private takeNotices(rows: string[], room: number): Notice[] {
     if (this.unreported.size === 0 || !this.options.notice) return [];
     const notices = [...this.unreported].map(([reason, count]) => ({ reason, count, body: this.options.notice!(count, reason) }));
-    const need = notices.reduce((n, x) => n + rowBytes(x.body), 0) + rows.reduce((n, b) => n + rowBytes(b), 0);
+    const need = bytesOf(notices.map((x) => x.body)) + bytesOf(rows);
     if (need > room && this.options.overflow === 'drop-newest') return [];
     this.unreported.clear();
     return notices;
@@ -550,8 +554,7 @@ export class SqliteQueue implements Queue {
       );
       let freed = 0;
       for (const { lease_owner: owner } of owners) {
-        const [host, pid] = owner.split(':');
-        if (host !== hostname() || Number(pid) === process.pid || pidAlive(Number(pid))) continue;
+        if (!ownerDied(owner)) continue;
         freed += await this.conn.run('UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?', [owner]);
       }
       return freed;
