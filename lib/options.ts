@@ -47,7 +47,10 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   synchronous?: 'normal' | 'full';
   /** TLS settings for an https `vectorUrl` (`ca`, `cert`, `key`, `rejectUnauthorized`, …). */
   tls?: TlsOptions;
-  /** Records winston may buffer behind a commit; they go into the next transaction together. Default 4096. */
+  /**
+   * Records accepted and waiting for the next commit before the transport pushes back on winston's
+   * stream (they go into one transaction). Default 16384.
+   */
   highWaterMark?: number;
   /** Bound of the queue database on disk, in bytes. Default 256 MiB. */
   maxQueueBytes?: number;
@@ -235,7 +238,7 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, 1024 * 1024, 1024),
     synchronous: oneOf('synchronous', options.synchronous, 'normal', ['normal', 'full'] as const),
     tls: Object.freeze({ ...(plainObject('tls', options.tls) as TlsOptions) }),
-    highWaterMark: integer('highWaterMark', options.highWaterMark, 4096, 1),
+    highWaterMark: integer('highWaterMark', options.highWaterMark, 16_384, 1),
     maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, 256 * 1024 * 1024, 64 * 1024),
     overflow: oneOf('overflow', options.overflow, 'drop-oldest', ['drop-oldest', 'drop-newest'] as const),
     maxAge: options.maxAge === undefined ? undefined : integer('maxAge', options.maxAge, 0, 1),

@@ -3,7 +3,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync } fro
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { VectorQueueError } from './errors';
-import { Connection, type Prepared } from './sqlite';
+import { Connection } from './sqlite';
 
 /** One record waiting in the queue, as it will be sent. */
 export interface QueuedRecord {
@@ -67,8 +67,12 @@ interface Notice {
   readonly body: string;
 }
 
-/** Rows per INSERT statement (one parameter a row, well under SQLite's 32766). */
-const ROWS_PER_INSERT = 500;
+/**
+ * Rows per INSERT statement (one parameter a row, under SQLite's 32766). A commit is one statement,
+ * so one trip to SQLite's worker thread: each trip waits for the main thread to be free, and a busy
+ * logger would otherwise hold every step of a multi-statement transaction back.
+ */
+const ROWS_PER_INSERT = 32_000;
 
 /** VALUES rows are inserted in their order, so ids follow the order of logging. */
 const insertSql = (rows: number) =>
@@ -441,17 +445,11 @@ export class SqliteQueue implements Queue {
     return notices;
   }
 
-  /** The INSERT for a full chunk, compiled once: one parameter for the time, one per row. */
-  private fullInsert: Prepared | undefined;
-
+  /** One INSERT of all `rows`: one parameter for the time, one per row (SQLite parses it on its thread). */
   private insert(rows: string[], now: number): Promise<number> {
     const params: unknown[] = new Array(rows.length + 1);
     params[0] = now;
     for (let i = 0; i < rows.length; i++) params[i + 1] = rows[i];
-    if (rows.length === ROWS_PER_INSERT) {
-      this.fullInsert ??= this.conn.prepare(insertSql(ROWS_PER_INSERT));
-      return this.fullInsert.run(params);
-    }
     return this.conn.run(insertSql(rows.length), params);
   }
 

@@ -34,43 +34,61 @@ function timestampOf(value: unknown, now: number): string {
   return lastIso;
 }
 
-function exceptionOf(info: Record<string, unknown>, keys: string[]): string | undefined {
-  if (typeof info.stack === 'string') return info.stack;
-  if (info instanceof Error) return safeString(info.stack ?? `${info.name}: ${info.message}`);
-  for (const key of keys) {
-    const v = info[key];
-    if (v instanceof Error) return safeString(v.stack ?? `${v.name}: ${v.message}`);
-  }
-  return undefined;
-}
-
 /** What one info contributes to its record, already normalized. */
 interface Parts {
   readonly timestamp: string;
   readonly level: LevelInfo;
   readonly message: string;
-  readonly extra: ReadonlyArray<readonly [string, unknown]>;
+  /** The `extra` object (own keys of the info but the record's own fields), or undefined when empty. */
+  readonly extra: Record<string, unknown> | undefined;
   readonly exception: string | undefined;
   readonly id: string | undefined;
+}
+
+/** `instanceof Error` that never throws (a revoked Proxy throws on it). */
+function isError(value: unknown): value is Error {
+  try {
+    return value instanceof Error;
+  } catch {
+    return false;
+  }
+}
+
+function errorText(e: Error): string {
+  return safeString(e.stack ?? `${e.name}: ${e.message}`);
 }
 
 function collect(info: Record<string, unknown>, ctx: RecordContext, now: number): Parts {
   let keys: string[];
   try {
-    keys = Object.keys(info).filter((k) => !OWN_KEYS.has(k));
+    keys = Object.keys(info);
   } catch {
     keys = [];
   }
-  const extra: Array<readonly [string, unknown]> = [];
-  for (const key of keys) {
+  let extra: Record<string, unknown> | undefined;
+  let firstError: Error | undefined;
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    if (OWN_KEYS.has(key)) continue;
     const value = read(info, key);
     // Plain data is written as it is; only the rest is copied (and made safe) by toJson.
-    const j = isPlainJson(value, 1) ? value : toJson(value, 1);
-    if (j !== undefined) extra.push([key, j]);
+    let j: unknown = value;
+    if (!isPlainJson(value, 1)) {
+      if (firstError === undefined && isError(value)) firstError = value;
+      j = toJson(value, 1);
+      if (j === undefined) continue;
+    }
+    extra ??= {};
+    if (key === '__proto__') Object.defineProperty(extra, key, { value: j, enumerable: true, writable: true, configurable: true });
+    else extra[key] = j;
   }
   let exception: string | undefined;
   try {
-    exception = exceptionOf(info, keys);
+    // The info's own stack (winston's errors format), the info as an Error, or the first Error in it.
+    const stack = info.stack;
+    if (typeof stack === 'string') exception = stack;
+    else if (info instanceof Error) exception = errorText(info);
+    else if (firstError !== undefined) exception = errorText(firstError);
   } catch {
     exception = undefined;
   }
@@ -114,14 +132,8 @@ function asText(p: Parts, ctx: RecordContext): string {
     levelFragments.set(p.level, level);
   }
   let text = `{"timestamp":"${p.timestamp}",${level},"message":${JSON.stringify(p.message)}${f.projectTable}`;
-  if (p.extra.length > 0) {
-    text += ',"extra":{';
-    for (let i = 0; i < p.extra.length; i++) {
-      const [key, value] = p.extra[i]!;
-      text += `${i === 0 ? '' : ','}${JSON.stringify(key)}:${JSON.stringify(value)}`;
-    }
-    text += '}';
-  }
+  // One JSON.stringify for the whole `extra`: the values are plain data by now.
+  if (p.extra !== undefined) text += `,"extra":${JSON.stringify(p.extra)}`;
   if (p.exception !== undefined) text += `,"exception":${JSON.stringify(p.exception)}`;
   if (p.id !== undefined) text += `${f.idKey}"${p.id}"`;
   return `${text}${f.tail}}`;
@@ -136,7 +148,7 @@ function asObject(p: Parts, ctx: RecordContext): Record<string, unknown> {
     project: ctx.project,
     table: ctx.table,
   };
-  if (p.extra.length > 0) record.extra = Object.fromEntries(p.extra);
+  if (p.extra !== undefined) record.extra = p.extra;
   if (p.exception !== undefined) record.exception = p.exception;
   if (ctx.idField !== undefined) record[ctx.idField] = p.id;
   return Object.assign(record, ctx.extraFields);

@@ -71,35 +71,9 @@ export class Connection {
     }
   }
 
-  /**
-   * A statement compiled once and run many times (SQLite then skips parsing the SQL). Statements
-   * are finalized by `close()`.
-   */
-  prepare(sql: string): Prepared {
-    const stmt = this.db.prepare(sql);
-    this.statements.push(stmt);
-    return {
-      run: (params: unknown[]) =>
-        new Promise<number>((resolve, reject) => {
-          stmt.run(params, function (this: sqlite3.RunResult, err: Error | null) {
-            if (err) reject(err);
-            else resolve(this.changes);
-          });
-        }),
-    };
-  }
-
-  private readonly statements: sqlite3.Statement[] = [];
-
   close(): Promise<void> {
     return this.exclusive(async () => {
-      for (const stmt of this.statements.splice(0)) await new Promise<void>((resolve) => stmt.finalize(() => resolve()));
       await new Promise<void>((resolve, reject) => this.db.close((err) => (err ? reject(err) : resolve())));
     });
   }
-}
-
-/** A prepared statement. */
-export interface Prepared {
-  run(params: unknown[]): Promise<number>;
 }

@@ -55,8 +55,13 @@ export class VectorTransport extends TransportStream {
   private readonly shipper: HttpShipper;
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
-  /** Commits under way; `flush()` and `close()` wait for them. */
-  private readonly writes = new Set<Promise<void>>();
+  /** Records built and waiting for the next commit (and their infos, for 'logged' listeners). */
+  private uncommitted: string[] = [];
+  private uncommittedInfos: Record<string, unknown>[] = [];
+  /** winston's callbacks held back while `highWaterMark` records wait. */
+  private held: Array<() => void> = [];
+  /** The commit loop, while it runs. */
+  private committing: Promise<void> | undefined;
   private readonly dropped: Record<string, number> = {};
   private readonly dropWarnings = new Map<string, { at: number; count: number }>();
   private closing: Promise<void> | undefined;
@@ -64,10 +69,15 @@ export class VectorTransport extends TransportStream {
 
   constructor(options: VectorTransportOptions) {
     const config = resolveOptions(options);
-    // While one commit runs, winston buffers what is logged behind it; a deep buffer lets that
-    // whole burst reach `logv` and go into the next commit together (16, the stream default,
-    // would cap every transaction at 16 records).
-    super({ ...options, highWaterMark: config.highWaterMark } as VectorTransportOptions);
+    // Only winston's own settings reach the stream: its buffer stays at the default depth, since
+    // records wait for a commit in `uncommitted` (built, far smaller than winston's info objects).
+    super({
+      format: options.format,
+      level: options.level,
+      silent: options.silent,
+      handleExceptions: options.handleExceptions,
+      handleRejections: options.handleRejections,
+    });
     this.config = config;
     const file = prepareDatabaseFile(this.config.dbPath);
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
@@ -122,14 +132,19 @@ export class VectorTransport extends TransportStream {
     return cached.ctx;
   }
 
-  /** winston calls this for one record; the callback fires once the record is committed. */
+  /**
+   * winston calls this for one record. The record is built at once (so winston's info object is
+   * not kept) and joins the next commit; the callback fires at once while fewer than
+   * `highWaterMark` records wait for a commit, and otherwise when the commit under way takes them,
+   * so a logger that outruns the disk is pushed back instead of buffering without bound.
+   */
   override log(info: Record<string, unknown>, callback: () => void): void {
-    this.enqueue([info], callback);
+    this.accept(info);
+    this.admit(callback);
   }
 
-  /** winston calls this for a burst of records buffered behind a commit: one transaction for all. */
+  /** winston calls this with records its stream buffered while the transport pushed back. */
   override logv(chunks: WriteChunk[], callback: () => void): void {
-    const infos: Record<string, unknown>[] = [];
     for (const { chunk } of chunks) {
       let info: Record<string, unknown> | false = chunk;
       if (this.format) {
@@ -140,36 +155,51 @@ export class VectorTransport extends TransportStream {
           continue;
         }
       }
-      if (info) infos.push(info);
+      if (info) this.accept(info);
     }
-    this.enqueue(infos, callback);
+    this.admit(callback);
   }
 
-  private enqueue(infos: Record<string, unknown>[], callback: () => void): void {
-    const ctx = this.context();
-    const bodies: string[] = [];
-    for (const info of infos) {
+  private accept(info: Record<string, unknown>): void {
+    try {
+      this.uncommitted.push(buildRecord(info, this.context()));
+      // The info is kept until the commit only for those who listen to 'logged'.
+      if (this.listenerCount('logged') > 0) this.uncommittedInfos.push(info);
+    } catch (err) {
+      // buildRecord guards every access; this is the last net so one record never takes others down.
+      this.drop('unserializable', 1, err);
+    }
+    if (this.committing === undefined) {
+      // Started after the current synchronous burst, which then goes into one transaction.
+      this.committing = new Promise<void>((resolve) => queueMicrotask(resolve)).then(() => this.commitLoop());
+    }
+  }
+
+  private admit(callback: () => void): void {
+    if (this.uncommitted.length < this.config.highWaterMark) callback();
+    else this.held.push(callback);
+  }
+
+  /** Commits what was accepted, one transaction per round, until nothing waits. */
+  private async commitLoop(): Promise<void> {
+    const rt = await this.runtime;
+    while (this.uncommitted.length > 0) {
+      const bodies = this.uncommitted;
+      const infos = this.uncommittedInfos;
+      this.uncommitted = [];
+      this.uncommittedInfos = [];
+      // There is room again: winston may hand over the next records while this commit runs.
+      for (const callback of this.held.splice(0)) callback();
       try {
-        bodies.push(buildRecord(info, ctx));
+        if (!rt || this.queueClosed) throw new VectorQueueError('the queue is not open');
+        await rt.queue.append(bodies);
+        rt.scheduler.notify(bodies.length);
+        for (const info of infos) this.emit('logged', info);
       } catch (err) {
-        // buildRecord guards every access; this is the last net so one record never takes others down.
-        this.drop('unserializable', 1, err);
+        this.drop('write-failed', bodies.length, err);
       }
     }
-    const write: Promise<void> = this.runtime
-      .then((rt) => {
-        if (!rt) throw new VectorQueueError('the queue is not open');
-        return rt.queue.append(bodies).then(() => {
-          rt.scheduler.notify(bodies.length);
-          for (const info of infos) this.emit('logged', info);
-        });
-      })
-      .catch((err: unknown) => this.drop('write-failed', bodies.length, err))
-      .finally(() => {
-        this.writes.delete(write);
-        callback();
-      });
-    this.writes.add(write);
+    this.committing = undefined;
   }
 
   /**
@@ -198,11 +228,14 @@ export class VectorTransport extends TransportStream {
     );
   }
 
-  /** Resolves when every record handed to the transport so far is committed (or dropped). */
-  private async settleWrites(): Promise<void> {
+  /**
+   * Resolves when every record logged so far is committed to the queue file (or counted as
+   * dropped): from then on it survives a crash. Delivery is not waited for (see `flush()`).
+   */
+  async committed(): Promise<void> {
     // Records logged just now may still be on their way through winston's pipe.
     await new Promise((resolve) => setImmediate(resolve));
-    while (this.writes.size > 0) await Promise.all(this.writes);
+    while (this.committing) await this.committing;
   }
 
   /**
@@ -224,7 +257,7 @@ export class VectorTransport extends TransportStream {
   }
 
   private async flushNow(): Promise<FlushResult> {
-    await this.settleWrites();
+    await this.committed();
     const rt = await this.runtime;
     if (!rt || this.closing) return { delivered: 0, pending: rt ? await rt.queue.pendingCount().catch(() => 0) : 0 };
     const before = rt.scheduler.stats.delivered;
@@ -234,7 +267,7 @@ export class VectorTransport extends TransportStream {
 
   /** Records waiting in the queue file (from any process sharing it). */
   async pendingCount(): Promise<number> {
-    await this.settleWrites();
+    await this.committed();
     const rt = await this.runtime;
     return rt && !this.queueClosed ? rt.queue.pendingCount() : 0;
   }
@@ -267,7 +300,7 @@ export class VectorTransport extends TransportStream {
   }
 
   private async shutdown(): Promise<void> {
-    await this.settleWrites();
+    await this.committed();
     const rt = await this.runtime;
     try {
       if (rt) {

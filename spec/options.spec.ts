@@ -19,7 +19,7 @@ describe('options', () => {
     assert.equal(o.closeTimeout, 5000);
     assert.equal(o.maxRecordBytes, 1024 * 1024);
     assert.equal(o.synchronous, 'normal');
-    assert.equal(o.highWaterMark, 4096);
+    assert.equal(o.highWaterMark, 16_384);
     assert.equal(o.maxQueueBytes, 256 * 1024 * 1024);
     assert.equal(o.overflow, 'drop-oldest');
     assert.equal(o.maxDeadLetters, 10_000);

@@ -3,10 +3,24 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import winston from 'winston';
 import { VectorTransport } from '../lib/index';
+import { SqliteQueue } from '../lib/queue';
+import { Connection } from '../lib/sqlite';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
 
 function loggerWith(t: VectorTransport, level = 'silly') {
   return winston.createLogger({ level, transports: [t] });
+}
+
+/** Counts the queue's commits (appends) of every SqliteQueue, and their sizes, until restored. */
+function countCommits(): { sizes: number[]; restore: () => void } {
+  const proto = SqliteQueue.prototype;
+  const append = proto.append;
+  const sizes: number[] = [];
+  proto.append = function (this: SqliteQueue, bodies: string[]) {
+    sizes.push(bodies.length);
+    return append.call(this, bodies);
+  };
+  return { sizes, restore: () => void (proto.append = append) };
 }
 
 const messages = (events: Array<Record<string, unknown>>) => events.map((e) => e.message);
@@ -48,11 +62,16 @@ describe('VectorTransport through a winston logger', () => {
     assert.equal(r.events[0]!.message, 'lonely');
   });
 
-  it('commits a record before its callback fires; flush() reports delivered and pending', async () => {
+  it('committed() resolves once what was logged is in the queue file; flush() reports delivered and pending', async () => {
     const r = await receiver();
     await r.stop();
     const t = transport(r.url, { maxRetries: 1 });
     await new Promise<void>((resolve) => t.log({ level: 'info', message: 'one' }, resolve));
+    await t.committed();
+    // Read by a connection of its own: the row is in the file, not only in this process.
+    const other = await Connection.open((t as unknown as { config: { dbPath: string } }).config.dbPath, 1000, false);
+    assert.deepEqual(await other.all('SELECT json_extract(body, "$.message") AS m FROM records'), [{ m: 'one' }]);
+    await other.close();
     assert.equal(await t.pendingCount(), 1);
     const failed = await t.flush();
     assert.deepEqual(failed, { delivered: 0, pending: 1 });
@@ -303,24 +322,47 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['kept']);
   });
 
-  it('a burst of writes becomes a few transactions (logv), and every record is committed', async () => {
+  it('a burst of records is committed in one transaction, and every record is committed', async () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 1000 });
-    const logger = loggerWith(t);
-    let committed = 0;
-    t.on('logged', () => committed++);
+    const commits = countCommits();
+    try {
+      const logger = loggerWith(t);
+      for (let i = 0; i < 2000; i++) logger.info(`burst${i}`);
+      await t.committed();
+    } finally {
+      commits.restore();
+    }
+    assert.deepEqual(commits.sizes, [2000], 'records logged in one go share one commit');
+    await t.flush();
+    await r.waitForEvents(2000);
+    assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `burst${i}`));
+  });
+
+  it('highWaterMark pushes back on winston: commits stay small, winston buffers the rest, nothing is lost', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 1000, highWaterMark: 50 });
     const logv = t.logv.bind(t);
     let bursts = 0;
     t.logv = (chunks, callback) => {
       bursts++;
       logv(chunks, callback);
     };
-    for (let i = 0; i < 2000; i++) logger.info(`burst${i}`);
+    const commits = countCommits();
+    try {
+      const logger = loggerWith(t);
+      for (let i = 0; i < 2000; i++) logger.info(`held${i}`);
+      await t.committed();
+    } finally {
+      commits.restore();
+    }
+    assert.equal(commits.sizes.reduce((a, b) => a + b, 0), 2000);
+    // 50 accepted, plus what winston's stream (16 deep) hands over at once when it is let go.
+    assert.ok(Math.max(...commits.sizes) <= 50 + 16, `commits of at most ~highWaterMark records (${Math.max(...commits.sizes)})`);
+    assert.ok(bursts > 0, "winston buffered records while the transport pushed back (they came through logv)");
     await t.flush();
-    assert.equal(committed, 2000);
-    assert.ok(bursts > 0 && bursts < 200, `records buffered behind a commit arrive together (${bursts} bursts)`);
     await r.waitForEvents(2000);
-    assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `burst${i}`));
+    assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `held${i}`));
   });
 
   it('never keeps the process alive by itself', async () => {
