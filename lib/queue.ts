@@ -131,6 +131,17 @@ function isCorrupt(err: unknown): boolean {
   return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || (err as { corrupt?: boolean }).corrupt === true;
 }
 
+/**
+ * `id` in `ids` as SQL: a range when the ids are consecutive (one process shipping its own claims:
+ * the common case), else the list as JSON.
+ */
+function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] {
+  const first = ids[0]!;
+  const last = ids[ids.length - 1]!;
+  if (last - first + 1 === ids.length && ids.every((id, i) => id === first + i)) return ['id BETWEEN ? AND ?', [first, last]];
+  return ['id IN (SELECT value FROM json_each(?))', [JSON.stringify(ids)]];
+}
+
 const isFull = (err: unknown) => (err as { code?: unknown }).code === 'SQLITE_FULL';
 
 function pidAlive(pid: number): boolean {
@@ -486,32 +497,28 @@ export class SqliteQueue implements Queue {
 
   renew(ids: readonly number[]): Promise<number[]> {
     if (ids.length === 0) return Promise.resolve([]);
+    const [where, params] = idsIn(ids);
     return this.conn.exclusive(async () => {
-      const rows = await this.conn.all<{ id: number }>(
-        'UPDATE records SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?)) RETURNING id',
-        [this.now() + this.options.leaseMs, this.owner, JSON.stringify(ids)],
-      );
+      const rows = await this.conn.all<{ id: number }>(`UPDATE records SET lease_until = ? WHERE lease_owner = ? AND ${where} RETURNING id`, [
+        this.now() + this.options.leaseMs,
+        this.owner,
+        ...params,
+      ]);
       return rows.map((r) => r.id).sort((a, b) => a - b);
     });
   }
 
   ack(ids: readonly number[]): Promise<number> {
     if (ids.length === 0) return Promise.resolve(0);
-    return this.conn.exclusive(() =>
-      this.conn.run('DELETE FROM records WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))', [
-        this.owner,
-        JSON.stringify(ids),
-      ]),
-    );
+    const [where, params] = idsIn(ids);
+    return this.conn.exclusive(() => this.conn.run(`DELETE FROM records WHERE lease_owner = ? AND ${where}`, [this.owner, ...params]));
   }
 
   release(ids: readonly number[]): Promise<void> {
     if (ids.length === 0) return Promise.resolve();
+    const [where, params] = idsIn(ids);
     return this.conn.exclusive(async () => {
-      await this.conn.run(
-        'UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))',
-        [this.owner, JSON.stringify(ids)],
-      );
+      await this.conn.run(`UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ? AND ${where}`, [this.owner, ...params]);
     });
   }
 

@@ -10,7 +10,12 @@ export interface SchedulerOptions {
   readonly maxRetries: number;
   readonly retryDelay: number;
   readonly maxRetryDelay: number;
+  /** How long a claim holds records; a batch sent later than half of it renews its lease first. */
+  readonly leaseTimeout: number;
 }
+
+/** Rows claimed at once: a few batches, up to ~4000 rows, so claims stay off the critical path. */
+export const claimSize = (batchSize: number) => batchSize * Math.max(1, Math.min(4, Math.floor(4000 / batchSize)));
 
 export interface DeliveryStats {
   delivered: number;
@@ -137,31 +142,44 @@ export class Scheduler {
   }
 
   /**
-   * Ships batch after batch until the queue is empty or a round fails. While one request is in
-   * flight the next batch is already claimed (one request in flight, but no idle gap between two);
-   * if the request fails, both go back to the queue, so order is kept.
+   * Ships batch after batch until the queue is empty or a round fails. Records are claimed a few
+   * batches at a time, and the next claim runs while the last batch of the current one is in flight
+   * (one request in flight, no idle gap between two); if a request fails, every record claimed and
+   * not delivered goes back to the queue, so order is kept.
    */
   private async drain(): Promise<void> {
+    const { batchSize } = this.options;
+    const size = claimSize(batchSize);
     do {
       this.again = false;
-      let batch = await this.queue.claim(this.options.batchSize);
-      this.settleWaiters(batch.length > 0 ? batch[0]!.id - 1 : Infinity);
-      while (batch.length > 0) {
+      let claimedAt = Date.now();
+      let claimed = await this.queue.claim(size);
+      this.settleWaiters(claimed.length > 0 ? claimed[0]!.id - 1 : Infinity);
+      while (claimed.length > 0) {
         if (this.abort.signal.aborted) {
-          await this.queue.release(batch.map((r) => r.id));
+          await this.queue.release(claimed.map((r) => r.id));
           return;
         }
+        const batch = claimed.slice(0, batchSize);
+        const rest = claimed.slice(batchSize);
         this.unshipped = Math.max(0, this.unshipped - batch.length);
-        const [shipped, fetched] = await Promise.allSettled([this.ship(batch), this.queue.claim(this.options.batchSize)]);
+        // A lease is only taken over once it expires: well within it, it is surely still ours.
+        const fresh = Date.now() - claimedAt < this.options.leaseTimeout / 2;
+        const refill = rest.length < batchSize;
+        const fetchedAt = Date.now();
+        const [shipped, fetched] = await Promise.allSettled([
+          this.ship(batch, fresh),
+          refill ? this.queue.claim(size - rest.length) : Promise.resolve([]),
+        ]);
         const next = fetched.status === 'fulfilled' ? fetched.value : [];
         if (shipped.status === 'rejected' || fetched.status === 'rejected') {
           // A queue error: give every lease back before the round ends, so nothing waits for expiry.
-          await this.queue.release([...batch, ...next].map((r) => r.id)).catch(() => undefined);
+          await this.queue.release([...batch, ...rest, ...next].map((r) => r.id)).catch(() => undefined);
           throw shipped.status === 'rejected' ? shipped.reason : (fetched as PromiseRejectedResult).reason;
         }
         const failure = shipped.value;
         if (failure) {
-          await this.queue.release([...batch, ...next].map((r) => r.id));
+          await this.queue.release([...batch, ...rest, ...next].map((r) => r.id));
           this.failedRounds++;
           const wait =
             failure.action === 'blocked'
@@ -174,8 +192,10 @@ export class Scheduler {
         }
         this.failedRounds = 0;
         this.backoffUntil = 0;
-        this.settleWaiters(next.length > 0 ? next[0]!.id - 1 : Infinity);
-        batch = next;
+        // The oldest of the leases now held dates from the earlier claim while any of it is left.
+        if (rest.length === 0) claimedAt = fetchedAt;
+        claimed = next.length > 0 ? [...rest, ...next] : rest;
+        this.settleWaiters(claimed.length > 0 ? claimed[0]!.id - 1 : Infinity);
       }
     } while (this.again && !this.abort.signal.aborted);
   }

@@ -55,6 +55,20 @@ describe('SqliteQueue', () => {
     await queue.close();
   });
 
+  it('ack, renew and release act on exactly the ids given, consecutive or not', async () => {
+    const { queue } = await openQueue();
+    await queue.append(bodies(0, 8));
+    const claimed = (await queue.claim(8)).map((r) => r.id);
+    const [a, b, c, d, e, f, g, h] = claimed as [number, number, number, number, number, number, number, number];
+    assert.equal(await queue.ack([a, c, e]), 3, 'a list with gaps');
+    assert.deepEqual(await queue.renew([b, c, d]), [b, d], 'only rows still held');
+    await queue.release([g, f]);
+    assert.equal(await queue.ack([f, g, h]), 1, 'a range: only the row still leased (h) goes');
+    assert.deepEqual((await queue.claim(8)).map((r) => r.body), [bodies(0, 8)[5], bodies(0, 8)[6]], 'released rows come back, in order');
+    assert.equal(await queue.pendingCount(), 4);
+    await queue.close();
+  });
+
   it('release puts records back in their place', async () => {
     const { queue } = await openQueue();
     await queue.append(bodies(0, 6));

@@ -62,7 +62,7 @@ const settle = async () => {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 };
 
-const options = { batchSize: 3, flushInterval: 1000, maxRetries: 2, retryDelay: 100, maxRetryDelay: 5000 };
+const options = { batchSize: 3, flushInterval: 1000, maxRetries: 2, retryDelay: 100, maxRetryDelay: 5000, leaseTimeout: 60_000 };
 
 describe('Scheduler', () => {
   let queue: MemoryQueue;
@@ -119,6 +119,56 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls, [['1', '2', '3'], ['4', '5', '6'], ['7']]);
     assert.equal(shipper.maxInFlight, 1);
     assert.equal(queue.rows.length, 0);
+  });
+
+  it('claims a few batches at once; a failure mid-window gives all of them back, and order is kept', async () => {
+    const claims: number[] = [];
+    const claim = queue.claim.bind(queue);
+    queue.claim = (limit: number) => {
+      claims.push(limit);
+      return claim(limit);
+    };
+    shipper.answers = [
+      { action: 'delivered', status: 200 },
+      { action: 'retry', status: 503, detail: 'HTTP 503' },
+      { action: 'retry', status: 503, detail: 'HTTP 503' },
+    ];
+    const all = Array.from({ length: 14 }, (_, i) => `r${i}`);
+    await queue.append(all);
+    scheduler.start();
+    await settle();
+    mock.timers.tick(100);
+    await settle();
+    assert.equal(claims[0], 12, 'four batches of 3 claimed at once');
+    assert.equal(queue.rows.length, 11, 'the first batch was delivered');
+    assert.ok(queue.rows.every((r) => !r.leased), 'the failed batch and the rest of the window went back');
+    mock.timers.tick(5000);
+    await settle();
+    assert.equal(queue.rows.length, 0);
+    const delivered = [shipper.calls[0]!, ...shipper.calls.slice(3)].flat();
+    assert.deepEqual(delivered, all, 'every record delivered once, in order');
+  });
+
+  it('a batch sent more than half a lease after its claim renews the lease first', async () => {
+    await scheduler.close(0);
+    scheduler = new Scheduler(queue, shipper, { ...options, batchSize: 1, leaseTimeout: 1000 }, (w) => warnings.push(w));
+    const renewed: number[][] = [];
+    const renew = queue.renew.bind(queue);
+    queue.renew = (ids: readonly number[]) => {
+      renewed.push([...ids]);
+      return renew(ids);
+    };
+    let open!: () => void;
+    shipper.gate = new Promise((r) => (open = r));
+    await queue.append(['a', 'b', 'c']);
+    scheduler.start();
+    await settle();
+    assert.equal(shipper.calls.length, 1);
+    mock.timers.tick(600); // the first request hangs past half the lease of the window it came from
+    open();
+    await settle();
+    assert.deepEqual(shipper.calls, [['a'], ['b'], ['c']]);
+    assert.deepEqual(renewed, [[2], [3]], 'each later batch of the old claim was renewed before it went out');
   });
 
   it('a failed round keeps the records and backs off within the cap; triggers during backoff wait', async () => {
