@@ -8,7 +8,7 @@ import { type Action, classifyStatus, parseRetryAfter } from './policy';
 
 const gzip = promisify(gzipCb);
 
-/** Bodies up to this size are compressed on the main thread: less than a trip to libuv's pool costs. */
+/** Bodies up to this many characters are compressed on the main thread: cheaper than a trip to libuv's pool. */
 const SYNC_GZIP_MAX = 256 * 1024;
 
 /**

@@ -169,10 +169,14 @@ export class VectorTransport extends TransportStream {
       // buildRecord guards every access; this is the last net so one record never takes others down.
       this.drop('unserializable', 1, err);
     }
-    if (this.committing === undefined) {
-      // Started after the current synchronous burst, which then goes into one transaction.
-      this.committing = new Promise<void>((resolve) => queueMicrotask(resolve)).then(() => this.commitLoop());
-    }
+    if (this.committing === undefined) this.startCommits();
+  }
+
+  private startCommits(): void {
+    // Started after the current synchronous burst, which then goes into one transaction.
+    this.committing = new Promise<void>((resolve) => queueMicrotask(resolve))
+      .then(() => this.commitLoop())
+      .catch(() => undefined); // a listener that threw (see commitLoop)
   }
 
   private admit(callback: () => void): void {
@@ -182,24 +186,30 @@ export class VectorTransport extends TransportStream {
 
   /** Commits what was accepted, one transaction per round, until nothing waits. */
   private async commitLoop(): Promise<void> {
-    const rt = await this.runtime;
-    while (this.uncommitted.length > 0) {
-      const bodies = this.uncommitted;
-      const infos = this.uncommittedInfos;
-      this.uncommitted = [];
-      this.uncommittedInfos = [];
-      // There is room again: winston may hand over the next records while this commit runs.
-      for (const callback of this.held.splice(0)) callback();
-      try {
-        if (!rt || this.queueClosed) throw new VectorQueueError('the queue is not open');
-        await rt.queue.append(bodies);
-        rt.scheduler.notify(bodies.length);
+    try {
+      const rt = await this.runtime;
+      while (this.uncommitted.length > 0) {
+        const bodies = this.uncommitted;
+        const infos = this.uncommittedInfos;
+        this.uncommitted = [];
+        this.uncommittedInfos = [];
+        // There is room again: winston may hand over the next records while this commit runs.
+        for (const callback of this.held.splice(0)) callback();
+        try {
+          if (!rt || this.queueClosed) throw new VectorQueueError('the queue is not open');
+          await rt.queue.append(bodies);
+          rt.scheduler.notify(bodies.length);
+        } catch (err) {
+          this.drop('write-failed', bodies.length, err);
+          continue;
+        }
         for (const info of infos) this.emit('logged', info);
-      } catch (err) {
-        this.drop('write-failed', bodies.length, err);
       }
+    } finally {
+      // Also when a listener of 'logged' or 'warn' threw: what waits is still committed.
+      this.committing = undefined;
+      if (this.uncommitted.length > 0 || this.held.length > 0) this.startCommits();
     }
-    this.committing = undefined;
   }
 
   /**

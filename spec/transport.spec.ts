@@ -322,6 +322,24 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['kept']);
   });
 
+  it("a 'logged' listener that throws does not stop the records after it", async () => {
+    const r = await receiver();
+    const t = transport(r.url, { highWaterMark: 5 });
+    let calls = 0;
+    t.on('logged', () => {
+      calls++;
+      throw new Error('listener bug');
+    });
+    const logger = loggerWith(t);
+    for (let i = 0; i < 40; i++) logger.info(`x${i}`);
+    await t.committed();
+    assert.equal(await t.pendingCount(), 40);
+    assert.ok(calls >= 1);
+    await t.flush();
+    await r.waitForEvents(40);
+    assert.deepEqual(messages(r.events), Array.from({ length: 40 }, (_, i) => `x${i}`));
+  });
+
   it('a burst of records is committed in one transaction, and every record is committed', async () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 1000 });
