@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { idsIn } from './queue';
 import { Connection } from './sqlite';
 
 /** The queue file is missing, or it is not a winston-vector queue. */
@@ -102,8 +103,11 @@ export function listDeadLetters(dbPath: string, limit = 100): Promise<DeadLetter
   });
 }
 
-const selection = (ids: readonly number[] | undefined) =>
-  ids && ids.length > 0 ? { where: 'WHERE id IN (SELECT value FROM json_each(?))', params: [JSON.stringify(ids)] } : { where: '', params: [] };
+function selection(ids: readonly number[] | undefined): { where: string; params: unknown[] } {
+  if (!ids || ids.length === 0) return { where: '', params: [] };
+  const [where, params] = idsIn(ids);
+  return { where: `WHERE ${where}`, params };
+}
 
 /** Puts dead letters (all, or `ids`) back at the end of the queue; returns how many. */
 export function retryDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {

@@ -135,7 +135,7 @@ function isCorrupt(err: unknown): boolean {
  * `id` in `ids` as SQL: a range when the ids are consecutive (one process shipping its own claims:
  * the common case), else the list as JSON.
  */
-function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] {
+export function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] {
   const first = ids[0]!;
   const last = ids[ids.length - 1]!;
   if (last - first + 1 === ids.length && ids.every((id, i) => id === first + i)) return ['id BETWEEN ? AND ?', [first, last]];
@@ -510,8 +510,18 @@ export class SqliteQueue implements Queue {
 
   ack(ids: readonly number[]): Promise<number> {
     if (ids.length === 0) return Promise.resolve(0);
+    return this.conn.exclusive(() => this.deleteHeld(ids));
+  }
+
+  /** Deletes those of `ids` this queue still holds the lease on. Call inside `exclusive`. */
+  private deleteHeld(ids: readonly number[]): Promise<number> {
     const [where, params] = idsIn(ids);
-    return this.conn.exclusive(() => this.conn.run(`DELETE FROM records WHERE lease_owner = ? AND ${where}`, [this.owner, ...params]));
+    return this.conn.run(`DELETE FROM records WHERE lease_owner = ? AND ${where}`, [this.owner, ...params]);
+  }
+
+  /** Frees every lease `owner` holds. Call inside `exclusive`. */
+  private freeLeasesOf(owner: string): Promise<number> {
+    return this.conn.run('UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?', [owner]);
   }
 
   release(ids: readonly number[]): Promise<void> {
@@ -524,18 +534,15 @@ export class SqliteQueue implements Queue {
 
   deadLetter(ids: readonly number[], status: number | undefined, reason: string): Promise<number> {
     if (ids.length === 0) return Promise.resolve(0);
-    const idList = JSON.stringify(ids);
+    const [where, params] = idsIn(ids);
     return this.conn.exclusive(() =>
       this.conn.transaction(async () => {
         await this.conn.run(
           `INSERT OR REPLACE INTO dead_letters (id, body, created_at, failed_at, status, reason)
-           SELECT id, body, created_at, ?, ?, ? FROM records WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))`,
-          [this.now(), status ?? null, reason, this.owner, idList],
+           SELECT id, body, created_at, ?, ?, ? FROM records WHERE lease_owner = ? AND ${where}`,
+          [this.now(), status ?? null, reason, this.owner, ...params],
         );
-        const moved = await this.conn.run('DELETE FROM records WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))', [
-          this.owner,
-          idList,
-        ]);
+        const moved = await this.deleteHeld(ids);
         const trimmed = await this.conn.run(
           'DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY failed_at DESC, id DESC LIMIT -1 OFFSET ?)',
           [this.options.maxDeadLetters],
@@ -560,7 +567,7 @@ export class SqliteQueue implements Queue {
       let freed = 0;
       for (const { lease_owner: owner } of owners) {
         if (!ownerDied(owner)) continue;
-        freed += await this.conn.run('UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?', [owner]);
+        freed += await this.freeLeasesOf(owner);
       }
       return freed;
     });
@@ -597,7 +604,7 @@ export class SqliteQueue implements Queue {
     this.closed = true;
     await this.conn
       .exclusive(async () => {
-        await this.conn.run('UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?', [this.owner]);
+        await this.freeLeasesOf(this.owner);
         await this.conn.run('DELETE FROM state WHERE key = ?', [`open:${this.owner}`]);
       })
       .catch((err) => this.options.onWarn('could not free leases on close', err));

@@ -15,7 +15,7 @@ export interface SchedulerOptions {
 }
 
 /** Rows claimed at once: a few batches, up to ~4000 rows, so claims stay off the critical path. */
-export const claimSize = (batchSize: number) => batchSize * Math.max(1, Math.min(4, Math.floor(4000 / batchSize)));
+const claimSize = (batchSize: number) => batchSize * Math.max(1, Math.min(4, Math.floor(4000 / batchSize)));
 
 export interface DeliveryStats {
   delivered: number;

@@ -206,9 +206,10 @@ export class VectorTransport extends TransportStream {
         for (const info of infos) this.emit('logged', info);
       }
     } finally {
-      // Also when a listener of 'logged' or 'warn' threw: what waits is still committed.
+      // Also when a listener of 'logged' or 'warn' threw: what waits is still committed (held
+      // callbacks only exist while records wait, and are let go with them).
       this.committing = undefined;
-      if (this.uncommitted.length > 0 || this.held.length > 0) this.startCommits();
+      if (this.uncommitted.length > 0) this.startCommits();
     }
   }
 

@@ -11,8 +11,8 @@ function loggerWith(t: VectorTransport, level = 'silly') {
   return winston.createLogger({ level, transports: [t] });
 }
 
-/** Counts the queue's commits (appends) of every SqliteQueue, and their sizes, until restored. */
-function countCommits(): { sizes: number[]; restore: () => void } {
+/** The sizes of the queue's commits (appends) while `log` logs through a logger on `t` and they settle. */
+async function commitSizes(t: VectorTransport, log: (logger: winston.Logger) => void): Promise<number[]> {
   const proto = SqliteQueue.prototype;
   const append = proto.append;
   const sizes: number[] = [];
@@ -20,7 +20,13 @@ function countCommits(): { sizes: number[]; restore: () => void } {
     sizes.push(bodies.length);
     return append.call(this, bodies);
   };
-  return { sizes, restore: () => void (proto.append = append) };
+  try {
+    log(loggerWith(t));
+    await t.committed();
+  } finally {
+    proto.append = append;
+  }
+  return sizes;
 }
 
 const messages = (events: Array<Record<string, unknown>>) => events.map((e) => e.message);
@@ -343,15 +349,10 @@ describe('VectorTransport through a winston logger', () => {
   it('a burst of records is committed in one transaction, and every record is committed', async () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 1000 });
-    const commits = countCommits();
-    try {
-      const logger = loggerWith(t);
+    const sizes = await commitSizes(t, (logger) => {
       for (let i = 0; i < 2000; i++) logger.info(`burst${i}`);
-      await t.committed();
-    } finally {
-      commits.restore();
-    }
-    assert.deepEqual(commits.sizes, [2000], 'records logged in one go share one commit');
+    });
+    assert.deepEqual(sizes, [2000], 'records logged in one go share one commit');
     await t.flush();
     await r.waitForEvents(2000);
     assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `burst${i}`));
@@ -366,17 +367,12 @@ describe('VectorTransport through a winston logger', () => {
       bursts++;
       logv(chunks, callback);
     };
-    const commits = countCommits();
-    try {
-      const logger = loggerWith(t);
+    const sizes = await commitSizes(t, (logger) => {
       for (let i = 0; i < 2000; i++) logger.info(`held${i}`);
-      await t.committed();
-    } finally {
-      commits.restore();
-    }
-    assert.equal(commits.sizes.reduce((a, b) => a + b, 0), 2000);
+    });
+    assert.equal(sizes.reduce((a, b) => a + b, 0), 2000);
     // 50 accepted, plus what winston's stream (16 deep) hands over at once when it is let go.
-    assert.ok(Math.max(...commits.sizes) <= 50 + 16, `commits of at most ~highWaterMark records (${Math.max(...commits.sizes)})`);
+    assert.ok(Math.max(...sizes) <= 50 + 16, `commits of at most ~highWaterMark records (${Math.max(...sizes)})`);
     assert.ok(bursts > 0, "winston buffered records while the transport pushed back (they came through logv)");
     await t.flush();
     await r.waitForEvents(2000);
