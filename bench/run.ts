@@ -5,7 +5,8 @@
  * receiver, which accepts any body with a 2xx and counts the records in it.
  *
  * Environment: BENCH_N (records per throughput run, 100000), BENCH_RUNS (runs per figure, median; 3),
- * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders).
+ * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders),
+ * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -125,7 +126,7 @@ interface Report {
 
 function startContender(name: ContenderName, n: number, url: string, dir: string, phase: string) {
   const child: ChildProcess = fork(join(__dirname, 'contender.ts'), [], {
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
     env: { ...process.env, BENCH_CONTENDER: JSON.stringify({ name, n, url, dir, phase }) },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });

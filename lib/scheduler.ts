@@ -14,7 +14,7 @@ export interface SchedulerOptions {
   readonly leaseTimeout: number;
 }
 
-/** Rows claimed at once: a few batches, up to ~4000 rows, so claims stay off the critical path. */
+/** Rows claimed at once (a window): a few batches, up to ~4000 rows, so claims stay off the critical path. */
 const claimSize = (batchSize: number) => batchSize * Math.max(1, Math.min(4, Math.floor(4000 / batchSize)));
 
 export interface DeliveryStats {
@@ -142,44 +142,51 @@ export class Scheduler {
   }
 
   /**
-   * Ships batch after batch until the queue is empty or a round fails. Records are claimed a few
-   * batches at a time, and the next claim runs while the last batch of the current one is in flight
-   * (one request in flight, no idle gap between two); if a request fails, every record claimed and
-   * not delivered goes back to the queue, so order is kept.
+   * Ships batch after batch until the queue is empty or a round fails. Records are claimed a window
+   * of a few batches at a time, and the next window is claimed while the second half of the current
+   * one ships (one request in flight, no wait for a claim between two); if a request fails, every
+   * record claimed and not delivered goes back to the queue, so order is kept.
    */
   private async drain(): Promise<void> {
-    const { batchSize } = this.options;
+    const { batchSize, leaseTimeout } = this.options;
     const size = claimSize(batchSize);
     do {
       this.again = false;
       let claimedAt = Date.now();
-      let claimed = await this.queue.claim(size);
-      this.settleWaiters(claimed.length > 0 ? claimed[0]!.id - 1 : Infinity);
-      while (claimed.length > 0) {
+      let window = await this.queue.claim(size);
+      let ahead: { at: number; records: Promise<QueuedRecord[]> } | undefined;
+      /** Gives back `held` and whatever the claim ahead took: nothing waits for a lease to expire. */
+      const giveBack = async (held: readonly QueuedRecord[]) => {
+        const next = ahead ? await ahead.records.catch(() => []) : [];
+        ahead = undefined;
+        await this.queue.release([...held, ...next].map((r) => r.id));
+      };
+      this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
+      while (window.length > 0) {
         if (this.abort.signal.aborted) {
-          await this.queue.release(claimed.map((r) => r.id));
+          await giveBack(window);
           return;
         }
-        const batch = claimed.slice(0, batchSize);
-        const rest = claimed.slice(batchSize);
+        const batch = window.slice(0, batchSize);
+        window = window.slice(batchSize);
         this.unshipped = Math.max(0, this.unshipped - batch.length);
         // A lease is only taken over once it expires: well within it, it is surely still ours.
-        const fresh = Date.now() - claimedAt < this.options.leaseTimeout / 2;
-        const refill = rest.length < batchSize;
-        const fetchedAt = Date.now();
-        const [shipped, fetched] = await Promise.allSettled([
-          this.ship(batch, fresh),
-          refill ? this.queue.claim(size - rest.length) : Promise.resolve([]),
-        ]);
-        const next = fetched.status === 'fulfilled' ? fetched.value : [];
-        if (shipped.status === 'rejected' || fetched.status === 'rejected') {
-          // A queue error: give every lease back before the round ends, so nothing waits for expiry.
-          await this.queue.release([...batch, ...rest, ...next].map((r) => r.id)).catch(() => undefined);
-          throw shipped.status === 'rejected' ? shipped.reason : (fetched as PromiseRejectedResult).reason;
+        const fresh = Date.now() - claimedAt < leaseTimeout / 2;
+        if (!ahead && window.length < size / 2) {
+          const records = this.queue.claim(size);
+          records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
+          ahead = { at: Date.now(), records };
         }
-        const failure = shipped.value;
+        let failure: ShipResult | undefined;
+        try {
+          failure = await this.ship(batch, fresh);
+        } catch (err) {
+          // A queue error: give every lease back before the round ends.
+          await giveBack([...batch, ...window]).catch(() => undefined);
+          throw err;
+        }
         if (failure) {
-          await this.queue.release([...batch, ...rest, ...next].map((r) => r.id));
+          await giveBack([...batch, ...window]);
           this.failedRounds++;
           const wait =
             failure.action === 'blocked'
@@ -192,10 +199,13 @@ export class Scheduler {
         }
         this.failedRounds = 0;
         this.backoffUntil = 0;
-        // The oldest of the leases now held dates from the earlier claim while any of it is left.
-        if (rest.length === 0) claimedAt = fetchedAt;
-        claimed = next.length > 0 ? [...rest, ...next] : rest;
-        this.settleWaiters(claimed.length > 0 ? claimed[0]!.id - 1 : Infinity);
+        if (window.length === 0 && ahead) {
+          const next = ahead;
+          ahead = undefined;
+          window = await next.records;
+          claimedAt = next.at;
+        }
+        this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       }
     } while (this.again && !this.abort.signal.aborted);
   }

@@ -149,6 +149,59 @@ describe('Scheduler', () => {
     assert.deepEqual(delivered, all, 'every record delivered once, in order');
   });
 
+  it('claims the next window while the current one ships; a failure gives that claim back too', async () => {
+    const events: string[] = [];
+    const claim = queue.claim.bind(queue);
+    queue.claim = async (limit: number) => {
+      events.push(`claim ${limit}`);
+      return claim(limit);
+    };
+    const send = shipper.send.bind(shipper);
+    shipper.send = (bodies: readonly string[]) => {
+      events.push(`send ${bodies[0]}`);
+      return send(bodies);
+    };
+    const ok = { action: 'delivered', status: 200 } as const;
+    const busy = { action: 'retry', status: 503, detail: 'HTTP 503' } as const;
+    // Windows of four batches of 3; the fourth batch fails on both attempts.
+    shipper.answers = [ok, ok, ok, busy, busy];
+    const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
+    await queue.append(all);
+    scheduler.start();
+    await settle();
+    mock.timers.tick(100);
+    await settle();
+    assert.deepEqual(events.slice(0, 6), ['claim 12', 'send r0', 'send r3', 'claim 12', 'send r6', 'send r9'], 'the second window was claimed before the third batch went out');
+    assert.equal(queue.rows.length, 21, 'three batches delivered');
+    assert.ok(queue.rows.every((r) => !r.leased), 'the failed batch and the window claimed ahead went back');
+    mock.timers.tick(5000);
+    await settle();
+    assert.equal(queue.rows.length, 0);
+    const delivered = [...shipper.calls.slice(0, 3), ...shipper.calls.slice(5)].flat();
+    assert.deepEqual(delivered, all, 'every record delivered once, in order');
+  });
+
+  it('a claim ahead that fails ends the round after the current window, with a warning; nothing is lost', async () => {
+    const claim = queue.claim.bind(queue);
+    let calls = 0;
+    queue.claim = async (limit: number) => {
+      if (++calls === 2) throw new Error('disk I/O error');
+      return claim(limit);
+    };
+    const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
+    await queue.append(all);
+    scheduler.start();
+    await settle();
+    assert.equal(queue.rows.length, 18, 'the window claimed before the failure was delivered');
+    assert.ok(queue.rows.every((r) => !r.leased));
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!.message, /queue error: disk I\/O error/);
+    mock.timers.tick(5000);
+    await settle();
+    assert.equal(queue.rows.length, 0);
+    assert.deepEqual(shipper.calls.flat(), all, 'every record delivered once, in order');
+  });
+
   it('a batch sent more than half a lease after its claim renews the lease first', async () => {
     await scheduler.close(0);
     scheduler = new Scheduler(queue, shipper, { ...options, batchSize: 1, leaseTimeout: 1000 }, (w) => warnings.push(w));
