@@ -58,6 +58,15 @@ class ScriptedShipper implements Shipper {
   close() {}
 }
 
+/** Runs `hook(limit)` before every claim of `queue`: to record it, or to throw and fail the claim. */
+function beforeClaim(queue: MemoryQueue, hook: (limit: number) => void): void {
+  const claim = queue.claim.bind(queue);
+  queue.claim = async (limit: number) => {
+    hook(limit);
+    return claim(limit);
+  };
+}
+
 const settle = async () => {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 };
@@ -123,11 +132,7 @@ describe('Scheduler', () => {
 
   it('claims a few batches at once; a failure mid-window gives all of them back, and order is kept', async () => {
     const claims: number[] = [];
-    const claim = queue.claim.bind(queue);
-    queue.claim = (limit: number) => {
-      claims.push(limit);
-      return claim(limit);
-    };
+    beforeClaim(queue, (limit) => claims.push(limit));
     shipper.answers = [
       { action: 'delivered', status: 200 },
       { action: 'retry', status: 503, detail: 'HTTP 503' },
@@ -151,11 +156,7 @@ describe('Scheduler', () => {
 
   it('claims the next window while the current one ships; a failure gives that claim back too', async () => {
     const events: string[] = [];
-    const claim = queue.claim.bind(queue);
-    queue.claim = async (limit: number) => {
-      events.push(`claim ${limit}`);
-      return claim(limit);
-    };
+    beforeClaim(queue, (limit) => events.push(`claim ${limit}`));
     const send = shipper.send.bind(shipper);
     shipper.send = (bodies: readonly string[]) => {
       events.push(`send ${bodies[0]}`);
@@ -182,12 +183,10 @@ describe('Scheduler', () => {
   });
 
   it('a claim ahead that fails ends the round after the current window, with a warning; nothing is lost', async () => {
-    const claim = queue.claim.bind(queue);
     let calls = 0;
-    queue.claim = async (limit: number) => {
+    beforeClaim(queue, () => {
       if (++calls === 2) throw new Error('disk I/O error');
-      return claim(limit);
-    };
+    });
     const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
     await queue.append(all);
     scheduler.start();
