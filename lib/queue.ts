@@ -168,6 +168,8 @@ export class SqliteQueue implements Queue {
   private closed = false;
   private readonly now: () => number;
   private pageSize = 4096;
+  /** The ack waiting for its turn on the connection, which later acks join. */
+  private waitingAck: { parts: Array<readonly number[]>; done: Promise<number | Set<number>> } | undefined;
   /** Drops not yet told downstream by a notice record. */
   private readonly unreported = new Map<DropReason, number>();
 
@@ -508,9 +510,28 @@ export class SqliteQueue implements Queue {
     });
   }
 
+  /**
+   * Acks wait their turn behind the connection's other operations (a commit of new records, a
+   * claim); those that arrive meanwhile join the waiting one: one DELETE for all of them, so a burst
+   * of deliveries does not queue a statement per batch ahead of the next claim.
+   */
   ack(ids: readonly number[]): Promise<number> {
     if (ids.length === 0) return Promise.resolve(0);
-    return this.conn.exclusive(() => this.deleteHeld(ids));
+    let waiting = this.waitingAck;
+    if (!waiting) {
+      const parts: Array<readonly number[]> = [];
+      const done = this.conn.exclusive(async (): Promise<number | Set<number>> => {
+        if (this.waitingAck?.parts === parts) this.waitingAck = undefined;
+        if (parts.length === 1) return this.deleteHeld(parts[0]!);
+        const [where, params] = idsIn(parts.flat());
+        const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE lease_owner = ? AND ${where} RETURNING id`, [this.owner, ...params]);
+        return new Set(gone.map((r) => r.id));
+      });
+      waiting = this.waitingAck = { parts, done };
+    }
+    waiting.parts.push(ids);
+    // Each caller learns how many of its own ids were still held.
+    return waiting.done.then((gone) => (typeof gone === 'number' ? gone : ids.reduce((n, id) => n + (gone.has(id) ? 1 : 0), 0)));
   }
 
   /** Deletes those of `ids` this queue still holds the lease on. Call inside `exclusive`. */

@@ -69,6 +69,31 @@ describe('SqliteQueue', () => {
     await queue.close();
   });
 
+  it('acks that arrive while one waits its turn join it: one DELETE, and each caller gets its own count', async () => {
+    const { queue } = await openQueue();
+    await queue.append(bodies(0, 12));
+    const ids = (await queue.claim(10)).map((r) => r.id);
+    await queue.release(ids.slice(6, 8)); // no longer held: an ack of these deletes nothing
+    const deletes: string[] = [];
+    const conn = (queue as unknown as { conn: { run: (sql: string) => unknown; all: (sql: string) => unknown } }).conn;
+    for (const m of ['run', 'all'] as const) {
+      const original = conn[m].bind(conn);
+      conn[m] = (sql: string, ...rest: unknown[]) => {
+        if (sql.startsWith('DELETE FROM records')) deletes.push(sql);
+        return (original as (...a: unknown[]) => unknown)(sql, ...rest);
+      };
+    }
+    const busy = queue.append(bodies(12, 3)); // the first ack waits behind this commit
+    const counts = await Promise.all([queue.ack(ids.slice(0, 3)), queue.ack(ids.slice(3, 6)), queue.ack(ids.slice(6, 8)), queue.ack(ids.slice(8, 10))]);
+    await busy;
+    assert.deepEqual(counts, [3, 3, 0, 2]);
+    assert.equal(deletes.length, 1, deletes.join('\n'));
+    const alone = await queue.ack(ids.slice(0, 1));
+    assert.equal(alone, 0, 'an ack on its own still answers');
+    assert.deepEqual((await queue.claim(100)).map((r) => r.body), [...bodies(6, 2), ...bodies(10, 5)]);
+    await queue.close();
+  });
+
   it('release puts records back in their place', async () => {
     const { queue } = await openQueue();
     await queue.append(bodies(0, 6));
