@@ -143,9 +143,9 @@ export class Scheduler {
 
   /**
    * Ships batch after batch until the queue is empty or a round fails. Records are claimed a window
-   * of a few batches at a time, and the next window is claimed while the second half of the current
-   * one ships (one request in flight, no wait for a claim between two); if a request fails, every
-   * record claimed and not delivered goes back to the queue, so order is kept.
+   * of a few batches at a time, and the next window is claimed as soon as the current one is taken,
+   * while it ships (one request in flight, no wait for a claim between two); if a request fails,
+   * every record claimed and not delivered goes back to the queue, so order is kept.
    */
   private async drain(): Promise<void> {
     const { batchSize, leaseTimeout } = this.options;
@@ -172,7 +172,7 @@ export class Scheduler {
         this.unshipped = Math.max(0, this.unshipped - batch.length);
         // A lease is only taken over once it expires: well within it, it is surely still ours.
         const fresh = Date.now() - claimedAt < leaseTimeout / 2;
-        if (!ahead && window.length < size / 2) {
+        if (!ahead) {
           const records = this.queue.claim(size);
           records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
           ahead = { at: Date.now(), records };

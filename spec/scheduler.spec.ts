@@ -172,7 +172,7 @@ describe('Scheduler', () => {
     await settle();
     mock.timers.tick(100);
     await settle();
-    assert.deepEqual(events.slice(0, 6), ['claim 12', 'send r0', 'send r3', 'claim 12', 'send r6', 'send r9'], 'the second window was claimed before the third batch went out');
+    assert.deepEqual(events.slice(0, 6), ['claim 12', 'claim 12', 'send r0', 'send r3', 'send r6', 'send r9'], 'the second window was claimed before the first batch went out');
     assert.equal(queue.rows.length, 21, 'three batches delivered');
     assert.ok(queue.rows.every((r) => !r.leased), 'the failed batch and the window claimed ahead went back');
     mock.timers.tick(5000);
