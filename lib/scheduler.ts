@@ -12,10 +12,15 @@ export interface SchedulerOptions {
   readonly maxRetryDelay: number;
   /** How long a claim holds records; a batch sent later than half of it renews its lease first. */
   readonly leaseTimeout: number;
+  /** Rows claimed at once (a window), in whole batches, at least one. Default 4000. */
+  readonly claimRows?: number;
 }
 
-/** Rows claimed at once (a window): a few batches, up to ~4000 rows, so claims stay off the critical path. */
-const claimSize = (batchSize: number) => batchSize * Math.max(1, Math.min(4, Math.floor(4000 / batchSize)));
+/**
+ * Rows claimed at once: ~4000 (whole batches), so one claim on SQLite's thread serves many
+ * requests and stays off the path between two of them.
+ */
+const claimSize = (batchSize: number, rows = 4000) => batchSize * Math.max(1, Math.floor(rows / batchSize));
 
 export interface DeliveryStats {
   delivered: number;
@@ -143,13 +148,13 @@ export class Scheduler {
 
   /**
    * Ships batch after batch until the queue is empty or a round fails. Records are claimed a window
-   * of a few batches at a time, and the next window is claimed as soon as the current one is taken,
+   * of batches at a time, and the next window is claimed as soon as the current one is taken,
    * while it ships (one request in flight, no wait for a claim between two); if a request fails,
    * every record claimed and not delivered goes back to the queue, so order is kept.
    */
   private async drain(): Promise<void> {
     const { batchSize, leaseTimeout } = this.options;
-    const size = claimSize(batchSize);
+    const size = claimSize(batchSize, this.options.claimRows);
     do {
       this.again = false;
       let claimedAt = Date.now();

@@ -71,7 +71,7 @@ const settle = async () => {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 };
 
-const options = { batchSize: 3, flushInterval: 1000, maxRetries: 2, retryDelay: 100, maxRetryDelay: 5000, leaseTimeout: 60_000 };
+const options = { batchSize: 3, flushInterval: 1000, maxRetries: 2, retryDelay: 100, maxRetryDelay: 5000, leaseTimeout: 60_000, claimRows: 12 };
 
 describe('Scheduler', () => {
   let queue: MemoryQueue;
@@ -203,6 +203,21 @@ describe('Scheduler', () => {
     await settle();
     assert.equal(queue.rows.length, 0);
     assert.deepEqual(shipper.calls.flat(), all, 'every record delivered once, in order');
+  });
+
+  it('claims ~4000 rows at a time by default, in whole batches, at least one', async () => {
+    const { claimRows: _, ...defaults } = options;
+    for (const [batchSize, expected] of [[100, 4000], [300, 3900], [5000, 5000]] as const) {
+      await scheduler.close(0);
+      queue = new MemoryQueue();
+      const limits: number[] = [];
+      beforeClaim(queue, (limit) => limits.push(limit));
+      await queue.append(Array.from({ length: 2 * expected }, (_, i) => `r${i}`));
+      scheduler = new Scheduler(queue, shipper, { ...defaults, batchSize }, (w) => warnings.push(w));
+      scheduler.start();
+      await settle();
+      assert.equal(limits[0], expected, `batchSize ${batchSize}`);
+    }
   });
 
   it('a batch sent more than half a lease after its claim renews the lease first', async () => {
