@@ -16,11 +16,18 @@ export interface SchedulerOptions {
   readonly claimRows?: number;
 }
 
+/** Characters of record text one window may hold: with long records, windows get shorter. */
+const WINDOW_CHARS = 8 * 1024 * 1024;
+
 /**
  * Rows claimed at once: ~4000 (whole batches), so one claim on SQLite's thread serves many
- * requests and stays off the path between two of them.
+ * requests and stays off the path between two of them; fewer when the records seen so far are long
+ * (`avgChars`; one batch until a claim has shown their length), and always at least one batch.
  */
-const claimSize = (batchSize: number, rows = 4000) => batchSize * Math.max(1, Math.floor(rows / batchSize));
+export function claimSize(batchSize: number, avgChars: number, rows = 4000): number {
+  const byChars = avgChars > 0 ? Math.floor(WINDOW_CHARS / avgChars) : batchSize;
+  return batchSize * Math.max(1, Math.floor(Math.min(rows, byChars) / batchSize));
+}
 
 export interface DeliveryStats {
   delivered: number;
@@ -154,11 +161,10 @@ export class Scheduler {
    */
   private async drain(): Promise<void> {
     const { batchSize, leaseTimeout } = this.options;
-    const size = claimSize(batchSize, this.options.claimRows);
     do {
       this.again = false;
       let claimedAt = Date.now();
-      let window = await this.queue.claim(size);
+      let window = this.measure(await this.queue.claim(this.windowSize()));
       let ahead: { at: number; records: Promise<QueuedRecord[]> } | undefined;
       /** Gives back `held` and whatever the claim ahead took: nothing waits for a lease to expire. */
       const giveBack = async (held: readonly QueuedRecord[]) => {
@@ -178,7 +184,7 @@ export class Scheduler {
         // A lease is only taken over once it expires: well within it, it is surely still ours.
         const fresh = Date.now() - claimedAt < leaseTimeout / 2;
         if (!ahead) {
-          const records = this.queue.claim(size);
+          const records = this.queue.claim(this.windowSize()).then((r) => this.measure(r));
           records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
           ahead = { at: Date.now(), records };
         }
@@ -213,6 +219,22 @@ export class Scheduler {
         this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       }
     } while (this.again && !this.abort.signal.aborted);
+  }
+
+  /** Mean length of the record text claimed so far (0 before the first claim). */
+  private avgChars = 0;
+
+  private windowSize(): number {
+    return claimSize(this.options.batchSize, this.avgChars, this.options.claimRows);
+  }
+
+  /** Learns the records' length from a claim, so the next window holds about `WINDOW_CHARS`. */
+  private measure(records: QueuedRecord[]): QueuedRecord[] {
+    if (records.length === 0) return records;
+    let chars = 0;
+    for (const r of records) chars += r.body.length;
+    this.avgChars = chars / records.length;
+    return records;
   }
 
   private scheduleBackoff(wait: number): void {

@@ -148,7 +148,7 @@ describe('Scheduler', () => {
     await settle();
     mock.timers.tick(100);
     await settle();
-    assert.equal(claims[0], 12, 'four batches of 3 claimed at once');
+    assert.deepEqual(claims.slice(0, 2), [3, 12], 'one batch while the records\' length is unknown, then four batches of 3 at once');
     assert.equal(queue.rows.length, 11, 'the first batch was delivered');
     assert.ok(queue.rows.every((r) => !r.leased), 'the failed batch and the rest of the window went back');
     mock.timers.tick(5000);
@@ -168,7 +168,8 @@ describe('Scheduler', () => {
     };
     const ok = { action: 'delivered', status: 200 } as const;
     const busy = { action: 'retry', status: 503, detail: 'HTTP 503' } as const;
-    // Windows of four batches of 3; the fourth batch fails on both attempts.
+    // One batch first (the records' length is not known yet), then windows of four batches of 3.
+    // The fourth batch fails on both attempts.
     shipper.answers = [ok, ok, ok, busy, busy];
     const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
     await queue.append(all);
@@ -176,7 +177,11 @@ describe('Scheduler', () => {
     await settle();
     mock.timers.tick(100);
     await settle();
-    assert.deepEqual(events.slice(0, 6), ['claim 12', 'claim 12', 'send r0', 'send r3', 'send r6', 'send r9'], 'the second window was claimed before the first batch went out');
+    assert.deepEqual(
+      events.slice(0, 6),
+      ['claim 3', 'claim 12', 'send r0', 'claim 12', 'send r3', 'send r6'],
+      'each next window is claimed before the current one starts to go out',
+    );
     assert.equal(queue.rows.length, 21, 'three batches delivered');
     assert.ok(queue.rows.every((r) => !r.leased), 'the failed batch and the window claimed ahead went back');
     mock.timers.tick(5000);
@@ -195,7 +200,7 @@ describe('Scheduler', () => {
     await queue.append(all);
     scheduler.start();
     await settle();
-    assert.equal(queue.rows.length, 18, 'the window claimed before the failure was delivered');
+    assert.equal(queue.rows.length, 27, 'the window claimed before the failure was delivered');
     assert.ok(queue.rows.every((r) => !r.leased));
     assert.equal(warnings.length, 1);
     assert.match(warnings[0]!.message, /queue error: disk I\/O error/);
@@ -205,18 +210,27 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls.flat(), all, 'every record delivered once, in order');
   });
 
-  it('claims ~4000 rows at a time by default, in whole batches, at least one', async () => {
+  it('claims ~4000 rows at a time by default, in whole batches, at least one; fewer when records are long', async () => {
     const { claimRows: _, ...defaults } = options;
-    for (const [batchSize, expected] of [[100, 4000], [300, 3900], [5000, 5000]] as const) {
+    const long = 'x'.repeat(100_000); // 8 MiB of text holds 83 of these
+    const cases = [
+      [100, 'short', 4000],
+      [300, 'short', 3900],
+      [5000, 'short', 5000],
+      [10, long, 80],
+      [100, long, 100],
+    ] as const;
+    for (const [batchSize, text, expected] of cases) {
       await scheduler.close(0);
       queue = new MemoryQueue();
       const limits: number[] = [];
       beforeClaim(queue, (limit) => limits.push(limit));
-      await queue.append(Array.from({ length: 2 * expected }, (_, i) => `r${i}`));
+      await queue.append(Array.from({ length: 2 * expected + batchSize }, (_, i) => `${text}${i}`));
       scheduler = new Scheduler(queue, shipper, { ...defaults, batchSize }, (w) => warnings.push(w));
       scheduler.start();
       await settle();
-      assert.equal(limits[0], expected, `batchSize ${batchSize}`);
+      assert.equal(limits[0], batchSize, `batchSize ${batchSize}: one batch until the records' length is known`);
+      assert.equal(limits[1], expected, `batchSize ${batchSize}, ${text === long ? 'long' : 'short'} records`);
     }
   });
 
