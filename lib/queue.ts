@@ -524,7 +524,10 @@ export class SqliteQueue implements Queue {
         if (this.waitingAck?.parts === parts) this.waitingAck = undefined;
         if (parts.length === 1) return this.deleteHeld(parts[0]!);
         const [where, params] = idsIn(parts.flat());
-        const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE lease_owner = ? AND ${where} RETURNING id`, [this.owner, ...params]);
+        const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE lease_owner = ? AND ${where} RETURNING id`, [
+          this.owner,
+          ...params,
+        ]);
         return new Set(gone.map((r) => r.id));
       });
       waiting = this.waitingAck = { parts, done };

@@ -24,7 +24,7 @@ const WINDOW_CHARS = 8 * 1024 * 1024;
  * requests and stays off the path between two of them; fewer when the records seen so far are long
  * (`avgChars`; one batch until a claim has shown their length), and always at least one batch.
  */
-export function claimSize(batchSize: number, avgChars: number, rows = 4000): number {
+function claimSize(batchSize: number, avgChars: number, rows = 4000): number {
   const byChars = avgChars > 0 ? Math.floor(WINDOW_CHARS / avgChars) : batchSize;
   return batchSize * Math.max(1, Math.floor(Math.min(rows, byChars) / batchSize));
 }
@@ -78,6 +78,8 @@ export class Scheduler {
   private state = 'ok';
   private closing = false;
   private waiters: Array<{ untilId: number; resolve: () => void }> = [];
+  /** Mean length of the record text in the last claim that returned any (0 before one did). */
+  private avgChars = 0;
 
   constructor(
     private readonly queue: Queue,
@@ -220,9 +222,6 @@ export class Scheduler {
       }
     } while (this.again && !this.abort.signal.aborted);
   }
-
-  /** Mean length of the record text claimed so far (0 before the first claim). */
-  private avgChars = 0;
 
   private windowSize(): number {
     return claimSize(this.options.batchSize, this.avgChars, this.options.claimRows);
