@@ -14,7 +14,15 @@ export interface SchedulerOptions {
   readonly leaseTimeout: number;
   /** Rows claimed at once (a window), in whole batches, at least one. Default 4000. */
   readonly claimRows?: number;
+  /**
+   * True while the logger is committing a burst: requests then wait for it (see `BURST_HOLD_MS`),
+   * so shipping does not take the main thread and SQLite's thread from the logger.
+   */
+  readonly burst?: () => boolean;
 }
+
+/** The longest a window's requests wait for a burst to be committed, in ms, counted from the claim. */
+const BURST_HOLD_MS = 1000;
 
 /** Characters of record text one window may hold: with long records, windows get shorter. */
 const WINDOW_CHARS = 8 * 1024 * 1024;
@@ -80,6 +88,8 @@ export class Scheduler {
   private waiters: Array<{ untilId: number; resolve: () => void }> = [];
   /** Mean length of the record text in the last claim that returned any (0 before one did). */
   private avgChars = 0;
+  /** Lets a request held for a burst go (set while one is held). */
+  private burstOver: (() => void) | undefined;
 
   constructor(
     private readonly queue: Queue,
@@ -98,6 +108,7 @@ export class Scheduler {
   /** Called after records were committed. */
   notify(appended: number): void {
     this.unshipped += appended;
+    if (this.burstOver && !this.options.burst?.()) this.burstOver();
     if (this.unshipped >= this.options.batchSize) this.kick(false);
   }
 
@@ -183,6 +194,7 @@ export class Scheduler {
         const batch = window.slice(0, batchSize);
         window = window.slice(batchSize);
         this.unshipped = Math.max(0, this.unshipped - batch.length);
+        await this.waitForBurst(claimedAt + BURST_HOLD_MS);
         // A lease is only taken over once it expires: well within it, it is surely still ours.
         const fresh = Date.now() - claimedAt < leaseTimeout / 2;
         if (!ahead) {
@@ -221,6 +233,29 @@ export class Scheduler {
         this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       }
     } while (this.again && !this.abort.signal.aborted);
+  }
+
+  /**
+   * While the logger commits a burst, the next request waits until the burst is committed (the
+   * transport calls `notify` after each commit), at most until `deadline`; never on close, on an
+   * abort, or while `flush()` callers wait.
+   */
+  private waitForBurst(deadline: number): Promise<void> {
+    if (!this.options.burst?.() || this.closing || this.waiters.length > 0 || this.abort.signal.aborted) return Promise.resolve();
+    const wait = deadline - Date.now();
+    if (wait <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.abort.signal.removeEventListener('abort', done);
+        if (this.burstOver === done) this.burstOver = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, wait);
+      timer.unref();
+      this.abort.signal.addEventListener('abort', done, { once: true });
+      this.burstOver = done;
+    });
   }
 
   private windowSize(): number {

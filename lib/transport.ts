@@ -8,6 +8,9 @@ import { Scheduler } from './scheduler';
 import { toJson } from './serialize';
 import { HttpShipper } from './shipper';
 
+/** A commit of this many records or more means the logger is in a burst (see `inBurst`). */
+const BURST_ROWS = 1000;
+
 /** What `flush()` answers. */
 export interface FlushResult {
   /** Records delivered while the flush ran. */
@@ -62,6 +65,8 @@ export class VectorTransport extends TransportStream {
   private held: Array<() => void> = [];
   /** The commit loop, while it runs. */
   private committing: Promise<void> | undefined;
+  /** Records in the commit under way (0 between commits). */
+  private committingRows = 0;
   private readonly dropped: Record<string, number> = {};
   private readonly dropWarnings = new Map<string, { at: number; count: number }>();
   private closing: Promise<void> | undefined;
@@ -100,7 +105,7 @@ export class VectorTransport extends TransportStream {
         onDrop: (reason, count) => this.drop(reason, count),
         notice: (count, reason) => this.notice(count, reason),
       });
-      const scheduler = new Scheduler(queue, this.shipper, c, (err) => this.emit('warn', err));
+      const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.emit('warn', err));
       scheduler.start();
       return { queue, scheduler };
     } catch (err) {
@@ -184,6 +189,14 @@ export class VectorTransport extends TransportStream {
     else this.held.push(callback);
   }
 
+  /**
+   * The logger is in a burst when a commit carries, or the next one will carry, at least
+   * `BURST_ROWS` records: records arrive faster than one commit takes. Requests wait for it.
+   */
+  private inBurst(): boolean {
+    return this.committingRows >= BURST_ROWS || this.uncommitted.length >= BURST_ROWS;
+  }
+
   /** Commits what was accepted, one transaction per round, until nothing waits. */
   private async commitLoop(): Promise<void> {
     try {
@@ -197,7 +210,12 @@ export class VectorTransport extends TransportStream {
         for (const callback of this.held.splice(0)) callback();
         try {
           if (!rt || this.queueClosed) throw new VectorQueueError('the queue is not open');
-          await rt.queue.append(bodies);
+          this.committingRows = bodies.length;
+          try {
+            await rt.queue.append(bodies);
+          } finally {
+            this.committingRows = 0;
+          }
           rt.scheduler.notify(bodies.length);
         } catch (err) {
           this.drop('write-failed', bodies.length, err);

@@ -119,6 +119,47 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls, [['a']]);
   });
 
+  it('while the logger commits a burst, requests wait until it is committed, at most a second from the claim', async () => {
+    await scheduler.close(0);
+    let burst = true;
+    scheduler = new Scheduler(queue, shipper, { ...options, burst: () => burst }, (w) => warnings.push(w));
+    await queue.append(['a', 'b', 'c', 'd', 'e', 'f']);
+    scheduler.start();
+    await settle();
+    mock.timers.tick(500);
+    scheduler.notify(0); // a commit ended, the burst goes on
+    await settle();
+    assert.equal(shipper.calls.length, 0, 'held while the burst is committed');
+    burst = false;
+    scheduler.notify(0); // the commit that ends the burst
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['d', 'e', 'f']]);
+
+    burst = true;
+    await queue.append(['g', 'h', 'i']);
+    scheduler.notify(3);
+    await settle();
+    mock.timers.tick(999);
+    await settle();
+    assert.equal(shipper.calls.length, 2, 'still held');
+    mock.timers.tick(1);
+    await settle();
+    assert.deepEqual(shipper.calls[2], ['g', 'h', 'i'], 'a burst that goes on holds a window at most a second');
+  });
+
+  it('flush() and close() do not wait for a burst', async () => {
+    await scheduler.close(0);
+    scheduler = new Scheduler(queue, shipper, { ...options, burst: () => true }, (w) => warnings.push(w));
+    scheduler.start();
+    await settle();
+    await queue.append(['a', 'b']);
+    await scheduler.flush();
+    assert.deepEqual(shipper.calls, [['a', 'b']]);
+    await queue.append(['c']);
+    await scheduler.close(5000);
+    assert.deepEqual(shipper.calls, [['a', 'b'], ['c']]);
+  });
+
   it('one request in flight; a backlog drains batch after batch without waiting for the interval', async () => {
     let open!: () => void;
     shipper.gate = new Promise((r) => (open = r));

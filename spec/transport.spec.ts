@@ -358,6 +358,23 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `burst${i}`));
   });
 
+  it('tells the scheduler it is in a burst while 1000 or more records wait for, or are in, a commit', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 100 });
+    const logger = winston.createLogger({ transports: [t] });
+    const inBurst = () => (t as unknown as { inBurst(): boolean }).inBurst();
+    for (let i = 0; i < 999; i++) logger.info(`calm${i}`);
+    assert.equal(inBurst(), false, '999 waiting');
+    logger.info('calm999');
+    assert.equal(inBurst(), true, '1000 waiting');
+    await new Promise((resolve) => setImmediate(resolve)); // the commit of all 1000 has started
+    assert.equal(inBurst(), true, '1000 in the commit under way');
+    await t.committed();
+    assert.equal(inBurst(), false, 'committed');
+    await t.flush();
+    await r.waitForEvents(1000);
+  });
+
   it('highWaterMark pushes back on winston: commits stay small, winston buffers the rest, nothing is lost', async () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 1000, highWaterMark: 50 });
