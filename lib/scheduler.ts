@@ -119,6 +119,7 @@ export class Scheduler {
     if (untilId === 0) return;
     await new Promise<void>((resolve) => {
       this.waiters.push({ untilId, resolve });
+      this.burstOver?.(); // a request held for a burst goes now
       this.kick(true);
     });
   }
@@ -127,6 +128,7 @@ export class Scheduler {
   async close(timeoutMs: number): Promise<void> {
     if (this.closing) return this.running;
     this.closing = true;
+    this.burstOver?.();
     clearInterval(this.interval);
     clearTimeout(this.backoffTimer);
     const deadline = setTimeout(() => this.abort.abort(), timeoutMs);

@@ -147,7 +147,7 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls[2], ['g', 'h', 'i'], 'a burst that goes on holds a window at most a second');
   });
 
-  it('flush() and close() do not wait for a burst', async () => {
+  it('flush() and close() do not wait for a burst, and let a held request go', async () => {
     await scheduler.close(0);
     scheduler = new Scheduler(queue, shipper, { ...options, burst: () => true }, (w) => warnings.push(w));
     scheduler.start();
@@ -155,9 +155,18 @@ describe('Scheduler', () => {
     await queue.append(['a', 'b']);
     await scheduler.flush();
     assert.deepEqual(shipper.calls, [['a', 'b']]);
-    await queue.append(['c']);
+    await queue.append(['c', 'd', 'e']);
+    scheduler.notify(3);
+    await settle();
+    assert.equal(shipper.calls.length, 1, 'held for the burst');
+    await scheduler.flush();
+    assert.deepEqual(shipper.calls, [['a', 'b'], ['c', 'd', 'e']]);
+    await queue.append(['f', 'g', 'h']);
+    scheduler.notify(3);
+    await settle();
+    assert.equal(shipper.calls.length, 2, 'held for the burst');
     await scheduler.close(5000);
-    assert.deepEqual(shipper.calls, [['a', 'b'], ['c']]);
+    assert.deepEqual(shipper.calls, [['a', 'b'], ['c', 'd', 'e'], ['f', 'g', 'h']]);
   });
 
   it('one request in flight; a backlog drains batch after batch without waiting for the interval', async () => {
