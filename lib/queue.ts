@@ -499,11 +499,10 @@ export class SqliteQueue implements Queue {
 
   renew(ids: readonly number[]): Promise<number[]> {
     if (ids.length === 0) return Promise.resolve([]);
-    const [where, params] = idsIn(ids);
+    const [where, params] = this.held(ids);
     return this.conn.exclusive(async () => {
-      const rows = await this.conn.all<{ id: number }>(`UPDATE records SET lease_until = ? WHERE lease_owner = ? AND ${where} RETURNING id`, [
+      const rows = await this.conn.all<{ id: number }>(`UPDATE records SET lease_until = ? WHERE ${where} RETURNING id`, [
         this.now() + this.options.leaseMs,
-        this.owner,
         ...params,
       ]);
       return rows.map((r) => r.id).sort((a, b) => a - b);
@@ -522,12 +521,10 @@ export class SqliteQueue implements Queue {
       const parts: Array<readonly number[]> = [];
       const done = this.conn.exclusive(async (): Promise<number | Set<number>> => {
         if (this.waitingAck?.parts === parts) this.waitingAck = undefined;
+        // Alone, the count is the answer; merged, the ids tell each caller its own.
         if (parts.length === 1) return this.deleteHeld(parts[0]!);
-        const [where, params] = idsIn(parts.flat());
-        const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE lease_owner = ? AND ${where} RETURNING id`, [
-          this.owner,
-          ...params,
-        ]);
+        const [where, params] = this.held(parts.flat());
+        const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE ${where} RETURNING id`, params);
         return new Set(gone.map((r) => r.id));
       });
       waiting = this.waitingAck = { parts, done };
@@ -539,8 +536,14 @@ export class SqliteQueue implements Queue {
 
   /** Deletes those of `ids` this queue still holds the lease on. Call inside `exclusive`. */
   private deleteHeld(ids: readonly number[]): Promise<number> {
+    const [where, params] = this.held(ids);
+    return this.conn.run(`DELETE FROM records WHERE ${where}`, params);
+  }
+
+  /** Those of `ids` whose lease this queue holds, as SQL and its parameters. */
+  private held(ids: readonly number[]): [sql: string, params: unknown[]] {
     const [where, params] = idsIn(ids);
-    return this.conn.run(`DELETE FROM records WHERE lease_owner = ? AND ${where}`, [this.owner, ...params]);
+    return [`lease_owner = ? AND ${where}`, [this.owner, ...params]];
   }
 
   /** Frees every lease `owner` holds. Call inside `exclusive`. */
@@ -550,21 +553,21 @@ export class SqliteQueue implements Queue {
 
   release(ids: readonly number[]): Promise<void> {
     if (ids.length === 0) return Promise.resolve();
-    const [where, params] = idsIn(ids);
+    const [where, params] = this.held(ids);
     return this.conn.exclusive(async () => {
-      await this.conn.run(`UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ? AND ${where}`, [this.owner, ...params]);
+      await this.conn.run(`UPDATE records SET lease_owner = NULL, lease_until = 0 WHERE ${where}`, params);
     });
   }
 
   deadLetter(ids: readonly number[], status: number | undefined, reason: string): Promise<number> {
     if (ids.length === 0) return Promise.resolve(0);
-    const [where, params] = idsIn(ids);
+    const [where, params] = this.held(ids);
     return this.conn.exclusive(() =>
       this.conn.transaction(async () => {
         await this.conn.run(
           `INSERT OR REPLACE INTO dead_letters (id, body, created_at, failed_at, status, reason)
-           SELECT id, body, created_at, ?, ?, ? FROM records WHERE lease_owner = ? AND ${where}`,
-          [this.now(), status ?? null, reason, this.owner, ...params],
+           SELECT id, body, created_at, ?, ?, ? FROM records WHERE ${where}`,
+          [this.now(), status ?? null, reason, ...params],
         );
         const moved = await this.deleteHeld(ids);
         const trimmed = await this.conn.run(
