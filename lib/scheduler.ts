@@ -52,7 +52,8 @@ class RetryableAnswer extends Error {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Waits `ms`, less if `signal` aborts or the function handed to `onWake` is called. */
+function sleep(ms: number, signal: AbortSignal, onWake?: (wake: () => void) => void): Promise<void> {
   if (ms <= 0 || signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
@@ -63,6 +64,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     const timer = setTimeout(done, ms);
     timer.unref();
     signal.addEventListener('abort', done, { once: true });
+    onWake?.(done);
   });
 }
 
@@ -242,22 +244,10 @@ export class Scheduler {
    * transport calls `notify` after each commit), at most until `deadline`; never on close, on an
    * abort, or while `flush()` callers wait.
    */
-  private waitForBurst(deadline: number): Promise<void> {
-    if (!this.options.burst?.() || this.closing || this.waiters.length > 0 || this.abort.signal.aborted) return Promise.resolve();
-    const wait = deadline - Date.now();
-    if (wait <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.abort.signal.removeEventListener('abort', done);
-        if (this.burstOver === done) this.burstOver = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, wait);
-      timer.unref();
-      this.abort.signal.addEventListener('abort', done, { once: true });
-      this.burstOver = done;
-    });
+  private async waitForBurst(deadline: number): Promise<void> {
+    if (!this.options.burst?.() || this.closing || this.waiters.length > 0) return;
+    await sleep(deadline - Date.now(), this.abort.signal, (wake) => (this.burstOver = wake));
+    this.burstOver = undefined;
   }
 
   private windowSize(): number {
