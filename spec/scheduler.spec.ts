@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import type { VectorDeliveryError } from '../lib/errors';
 import type { Queue, QueuedRecord } from '../lib/queue';
-import { Scheduler } from '../lib/scheduler';
+import { Scheduler, type SchedulerOptions } from '../lib/scheduler';
 import type { ShipResult, Shipper } from '../lib/shipper';
 
 class MemoryQueue implements Queue {
@@ -95,6 +95,12 @@ describe('Scheduler', () => {
     await scheduler.close(0);
   });
 
+  /** Closes the scheduler and puts one on `queue` in its place, with `options` changed by `over`. */
+  async function replaceScheduler(over: Partial<SchedulerOptions>): Promise<void> {
+    await scheduler.close(0);
+    scheduler = new Scheduler(queue, shipper, { ...options, ...over }, (w) => warnings.push(w));
+  }
+
   it('ships when batchSize records are pending, not before', async () => {
     scheduler.start();
     await settle();
@@ -120,9 +126,8 @@ describe('Scheduler', () => {
   });
 
   it('while the logger commits a burst, requests wait until it is committed, at most a second from the claim', async () => {
-    await scheduler.close(0);
     let burst = true;
-    scheduler = new Scheduler(queue, shipper, { ...options, burst: () => burst }, (w) => warnings.push(w));
+    await replaceScheduler({ burst: () => burst });
     await queue.append(['a', 'b', 'c', 'd', 'e', 'f']);
     scheduler.start();
     await settle();
@@ -148,8 +153,7 @@ describe('Scheduler', () => {
   });
 
   it('flush() and close() do not wait for a burst, and let a held request go', async () => {
-    await scheduler.close(0);
-    scheduler = new Scheduler(queue, shipper, { ...options, burst: () => true }, (w) => warnings.push(w));
+    await replaceScheduler({ burst: () => true });
     scheduler.start();
     await settle();
     await queue.append(['a', 'b']);
@@ -261,7 +265,6 @@ describe('Scheduler', () => {
   });
 
   it('claims ~4000 rows at a time by default, in whole batches, at least one; fewer when records are long', async () => {
-    const { claimRows: _, ...defaults } = options;
     const long = 'x'.repeat(100_000); // 8 MiB of text holds 83 of these
     const cases = [
       [100, 'short', 4000],
@@ -271,12 +274,11 @@ describe('Scheduler', () => {
       [100, long, 100],
     ] as const;
     for (const [batchSize, text, expected] of cases) {
-      await scheduler.close(0);
       queue = new MemoryQueue();
       const limits: number[] = [];
       beforeClaim(queue, (limit) => limits.push(limit));
       await queue.append(Array.from({ length: 2 * expected + batchSize }, (_, i) => `${text}${i}`));
-      scheduler = new Scheduler(queue, shipper, { ...defaults, batchSize }, (w) => warnings.push(w));
+      await replaceScheduler({ claimRows: undefined, batchSize }); // the default window
       scheduler.start();
       await settle();
       assert.equal(limits[0], batchSize, `batchSize ${batchSize}: one batch until the records' length is known`);
@@ -285,8 +287,7 @@ describe('Scheduler', () => {
   });
 
   it('a batch sent more than half a lease after its claim renews the lease first', async () => {
-    await scheduler.close(0);
-    scheduler = new Scheduler(queue, shipper, { ...options, batchSize: 1, leaseTimeout: 1000 }, (w) => warnings.push(w));
+    await replaceScheduler({ batchSize: 1, leaseTimeout: 1000 });
     const renewed: number[][] = [];
     const renew = queue.renew.bind(queue);
     queue.renew = (ids: readonly number[]) => {

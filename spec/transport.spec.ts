@@ -361,7 +361,7 @@ describe('VectorTransport through a winston logger', () => {
   it('tells the scheduler it is in a burst while 1000 or more records wait for, or are in, a commit', async () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 100 });
-    const logger = winston.createLogger({ transports: [t] });
+    const logger = loggerWith(t);
     const inBurst = () => (t as unknown as { inBurst(): boolean }).inBurst();
     for (let i = 0; i < 999; i++) logger.info(`calm${i}`);
     assert.equal(inBurst(), false, '999 waiting');
