@@ -14,6 +14,7 @@ import LokiTransport from 'winston-loki';
 import { Logtail } from '@logtail/node';
 import { LogtailTransport } from '@logtail/winston';
 import { VectorTransport } from '../dist/index.js';
+import { MESSAGE, record } from './workload';
 
 export type ContenderName = 'noop' | 'file' | 'http-batch' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000';
 
@@ -63,14 +64,6 @@ function transportFor(s: Settings): TransportStream & { close?: () => unknown } 
   }
 }
 
-const record = (i: number) => ({
-  user_id: i,
-  action: 'checkout',
-  amount: 129.5,
-  currency: 'EUR',
-  request: { method: 'POST', path: '/api/cart/checkout', status: 200, duration_ms: 42 },
-});
-
 /**
  * The same workload for everyone: a message with a few strings and numbers, one nested object.
  * Throughput runs log as fast as the loop goes (1000 records a tick). The memory run honours
@@ -84,10 +77,10 @@ function logWorkload(logger: winston.Logger, n: number, done: () => void, backpr
     const end = Math.min(n, i + 1000);
     for (; i < end; i++) {
       if (!backpressure) {
-        logger.info('user checkout completed', record(i));
+        logger.info(MESSAGE, record(i));
         continue;
       }
-      const ok = logger.write({ level: 'info', message: 'user checkout completed', ...record(i), [Symbol.for('level')]: 'info' } as never);
+      const ok = logger.write({ level: 'info', message: MESSAGE, ...record(i), [Symbol.for('level')]: 'info' } as never);
       if (!ok) {
         i++;
         logger.once('drain', step);

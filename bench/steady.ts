@@ -15,6 +15,7 @@ import zlib from 'node:zlib';
 import winston from 'winston';
 import { VectorTransport } from '../dist/index.js';
 import { SqliteQueue } from '../dist/queue.js';
+import { MESSAGE, record } from './workload';
 
 const SECONDS = 3;
 
@@ -53,7 +54,7 @@ async function run(rate: number): Promise<void> {
     const tick = () => {
       const due = Math.min(n, Math.floor(((Date.now() - start) / 1000) * rate));
       for (; i < due; i++) {
-        logger.info('user checkout completed', { user_id: i, action: 'checkout', amount: 129.5, currency: 'EUR', request: { method: 'POST', path: '/api/cart/checkout', status: 200, duration_ms: 42 } });
+        logger.info(MESSAGE, record(i));
       }
       if (i < n) setTimeout(tick, 2);
       else resolve();

@@ -1,0 +1,11 @@
+/** The benchmark's workload: one message, a few strings and numbers as meta, one nested object. */
+export const MESSAGE = 'user checkout completed';
+
+/** The meta of record `i`. */
+export const record = (i: number) => ({
+  user_id: i,
+  action: 'checkout',
+  amount: 129.5,
+  currency: 'EUR',
+  request: { method: 'POST', path: '/api/cart/checkout', status: 200, duration_ms: 42 },
+});
