@@ -6,6 +6,7 @@ import { VectorTransport } from '../lib/index';
 import { SqliteQueue } from '../lib/queue';
 import { Connection } from '../lib/sqlite';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
+import type { VectorReceiver } from './support/vector-receiver';
 
 function loggerWith(t: VectorTransport, level = 'silly') {
   return winston.createLogger({ level, transports: [t] });
@@ -30,6 +31,13 @@ async function commitSizes(t: VectorTransport, log: (logger: winston.Logger) => 
 }
 
 const messages = (events: Array<Record<string, unknown>>) => events.map((e) => e.message);
+
+/** Flushes `t` and checks that `r` received `${prefix}0` … `${prefix}${n - 1}`, each once, in order. */
+async function deliveredInOrder(t: VectorTransport, r: VectorReceiver, prefix: string, n: number): Promise<void> {
+  await t.flush();
+  await r.waitForEvents(n);
+  assert.deepEqual(messages(r.events), Array.from({ length: n }, (_, i) => `${prefix}${i}`));
+}
 
 describe('VectorTransport through a winston logger', () => {
   it('delivers records in logging order, as JSON arrays, gzip-compressed', async () => {
@@ -341,9 +349,7 @@ describe('VectorTransport through a winston logger', () => {
     await t.committed();
     assert.equal(await t.pendingCount(), 40);
     assert.ok(calls >= 1);
-    await t.flush();
-    await r.waitForEvents(40);
-    assert.deepEqual(messages(r.events), Array.from({ length: 40 }, (_, i) => `x${i}`));
+    await deliveredInOrder(t, r, 'x', 40);
   });
 
   it('a burst of records is committed in one transaction, and every record is committed', async () => {
@@ -353,9 +359,7 @@ describe('VectorTransport through a winston logger', () => {
       for (let i = 0; i < 2000; i++) logger.info(`burst${i}`);
     });
     assert.deepEqual(sizes, [2000], 'records logged in one go share one commit');
-    await t.flush();
-    await r.waitForEvents(2000);
-    assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `burst${i}`));
+    await deliveredInOrder(t, r, 'burst', 2000);
   });
 
   it('tells the scheduler it is in a burst while 1000 or more records wait for, or are in, a commit', async () => {
@@ -391,9 +395,7 @@ describe('VectorTransport through a winston logger', () => {
     // 50 accepted, plus what winston's stream (16 deep) hands over at once when it is let go.
     assert.ok(Math.max(...sizes) <= 50 + 16, `commits of at most ~highWaterMark records (${Math.max(...sizes)})`);
     assert.ok(bursts > 0, "winston buffered records while the transport pushed back (they came through logv)");
-    await t.flush();
-    await r.waitForEvents(2000);
-    assert.deepEqual(messages(r.events), Array.from({ length: 2000 }, (_, i) => `held${i}`));
+    await deliveredInOrder(t, r, 'held', 2000);
   });
 
   it('never keeps the process alive by itself', async () => {
