@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
+import { RecordBatch } from './batch';
 import { VectorQueueError } from './errors';
 import { Connection } from './sqlite';
 
@@ -13,8 +14,11 @@ export interface QueuedRecord {
 
 /** What the scheduler needs of a queue; the SQLite queue is one, tests may bring another. */
 export interface Queue {
-  /** Commits the records; resolves once they are durable. */
-  append(bodies: string[]): Promise<void>;
+  /**
+   * Commits the records; resolves once they are durable. The queue does not keep the batch after
+   * that (its chunks are written again).
+   */
+  append(records: RecordBatch | readonly string[]): Promise<void>;
   /** Leases up to `limit` of the oldest records that nobody else holds. */
   claim(limit: number): Promise<QueuedRecord[]>;
   /** Deletes delivered records this queue still holds the lease on. */
@@ -57,8 +61,8 @@ export interface QueueOptions {
 
 /** Estimated bytes a row costs beyond its body (rowid, columns, b-tree cell). */
 const ROW_OVERHEAD = 48;
-const rowBytes = (body: string) => Buffer.byteLength(body) + ROW_OVERHEAD;
-const bytesOf = (bodies: readonly string[]) => bodies.reduce((n, b) => n + rowBytes(b), 0);
+const textBytes = (bodies: readonly string[]) => bodies.reduce((n, b) => n + Buffer.byteLength(b) + ROW_OVERHEAD, 0);
+const batchBytes = (rows: RecordBatch) => rows.byteLength + rows.length * ROW_OVERHEAD;
 
 /** A record that tells the downstream how many records were dropped, and why. */
 interface Notice {
@@ -74,9 +78,12 @@ interface Notice {
  */
 const ROWS_PER_INSERT = 32_000;
 
-/** VALUES rows are inserted in their order, so ids follow the order of logging. */
+/**
+ * VALUES rows are inserted in their order, so ids follow the order of logging. Rows are bound as
+ * bytes (views of their chunk) and stored as TEXT: SQLite reads the bytes as UTF-8, which they are.
+ */
 const insertSql = (rows: number) =>
-  `INSERT INTO records (body, created_at) SELECT column1, ?1 FROM (VALUES ${'(?),'.repeat(rows - 1)}(?))`;
+  `INSERT INTO records (body, created_at) SELECT CAST(column1 AS TEXT), ?1 FROM (VALUES ${'(?),'.repeat(rows - 1)}(?))`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
@@ -163,7 +170,7 @@ function ownerDied(owner: string): boolean {
 export class SqliteQueue implements Queue {
   /** Identifies this queue's leases: host, pid and a random part. */
   readonly owner = `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
-  private buffered: Array<{ bodies: string[]; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private buffered: Array<{ rows: RecordBatch; resolve: () => void; reject: (err: unknown) => void }> = [];
   private writeScheduled = false;
   private closed = false;
   private readonly now: () => number;
@@ -235,14 +242,15 @@ export class SqliteQueue implements Queue {
     return rows.map((r) => r.key).filter((key) => ownerDied(key.slice('open:'.length)));
   }
 
-  append(bodies: string[]): Promise<void> {
-    if (bodies.length === 0) return Promise.resolve();
+  append(records: RecordBatch | readonly string[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    const rows = records instanceof RecordBatch ? records : RecordBatch.of(records);
     return new Promise((resolve, reject) => {
       if (this.closed) {
         reject(new VectorQueueError('the queue is closed'));
         return;
       }
-      this.buffered.push({ bodies, resolve, reject });
+      this.buffered.push({ rows, resolve, reject });
       if (!this.writeScheduled) {
         this.writeScheduled = true;
         void this.conn.exclusive(() => this.writeBuffered());
@@ -258,7 +266,7 @@ export class SqliteQueue implements Queue {
     this.writeScheduled = false;
     const items = this.buffered;
     this.buffered = [];
-    let rows = items.length === 1 ? items[0]!.bodies : items.flatMap((i) => i.bodies);
+    let rows = RecordBatch.concat(items.map((i) => i.rows));
     try {
       rows = await this.makeRoom(rows);
       const notices = this.unreported.size > 0 ? this.takeNotices(rows, await this.room()) : [];
@@ -269,7 +277,7 @@ export class SqliteQueue implements Queue {
         // The disk (or SQLite's page limit) is full: the policy decides who goes.
         let written = false;
         if (this.options.overflow === 'drop-oldest') {
-          const need = bytesOf(rows) * 2 + 16 * this.pageSize;
+          const need = batchBytes(rows) * 2 + 16 * this.pageSize;
           if ((await this.dropOldest(need, 'disk-full')) > 0) {
             written = await this.insertAll(rows, notices).then(
               () => true,
@@ -292,7 +300,7 @@ export class SqliteQueue implements Queue {
     }
   }
 
-  private async insertAll(rows: string[], notices: Notice[] = []): Promise<void> {
+  private async insertAll(rows: RecordBatch, notices: Notice[] = []): Promise<void> {
     if (rows.length === 0 && notices.length === 0) return;
     const now = this.now();
     if (rows.length <= ROWS_PER_INSERT && notices.length === 0) {
@@ -340,8 +348,8 @@ export class SqliteQueue implements Queue {
   }
 
   /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
-  private async makeRoom(rows: string[]): Promise<string[]> {
-    const incoming = bytesOf(rows);
+  private async makeRoom(rows: RecordBatch): Promise<RecordBatch> {
+    const incoming = batchBytes(rows);
     let room = await this.roomFor(incoming);
     if (incoming <= room) {
       this.measured.since += incoming;
@@ -356,15 +364,17 @@ export class SqliteQueue implements Queue {
       }
       if (incoming <= room) return rows;
       // More than the whole bound in one burst: keep its newest records.
+      const sizes = rows.sizes();
       let keep = rows.length;
       let bytes = 0;
-      while (keep > 0 && bytes + rowBytes(rows[keep - 1]!) <= room) bytes += rowBytes(rows[--keep]!);
+      while (keep > 0 && bytes + sizes[keep - 1]! + ROW_OVERHEAD <= room) bytes += sizes[--keep]! + ROW_OVERHEAD;
       this.dropped('queue-full', keep);
       return rows.slice(keep);
     }
+    const sizes = rows.sizes();
     let keep = 0;
     let bytes = 0;
-    while (keep < rows.length && bytes + rowBytes(rows[keep]!) <= room) bytes += rowBytes(rows[keep++]!);
+    while (keep < rows.length && bytes + sizes[keep]! + ROW_OVERHEAD <= room) bytes += sizes[keep++]! + ROW_OVERHEAD;
     this.dropped('queue-full', rows.length - keep);
     return rows.slice(0, keep);
   }
@@ -449,20 +459,23 @@ export class SqliteQueue implements Queue {
    * The notices for drops not yet reported, one per reason, when they fit (under `drop-oldest` they
    * always go in: they are what tells the downstream about the gap).
    */
-  private takeNotices(rows: string[], room: number): Notice[] {
+  private takeNotices(rows: RecordBatch, room: number): Notice[] {
     if (this.unreported.size === 0 || !this.options.notice) return [];
     const notices = [...this.unreported].map(([reason, count]) => ({ reason, count, body: this.options.notice!(count, reason) }));
-    const need = bytesOf(notices.map((x) => x.body)) + bytesOf(rows);
+    const need = textBytes(notices.map((x) => x.body)) + batchBytes(rows);
     if (need > room && this.options.overflow === 'drop-newest') return [];
     this.unreported.clear();
     return notices;
   }
 
-  /** One INSERT of all `rows`: one parameter for the time, one per row (SQLite parses it on its thread). */
-  private insert(rows: string[], now: number): Promise<number> {
+  /**
+   * One INSERT of all `rows`: one parameter for the time, one per row (SQLite parses it on its
+   * thread). The views live only until `run` has bound them (it copies the bytes).
+   */
+  private insert(rows: RecordBatch, now: number): Promise<number> {
     const params: unknown[] = new Array(rows.length + 1);
     params[0] = now;
-    for (let i = 0; i < rows.length; i++) params[i + 1] = rows[i];
+    rows.forEach((row, i) => (params[i + 1] = row));
     return this.conn.run(insertSql(rows.length), params);
   }
 
@@ -493,7 +506,7 @@ export class SqliteQueue implements Queue {
       this.dropped('max-age', n);
       if (n < 1000) break;
     }
-    if (this.unreported.size > 0) await this.insertAll([], this.takeNotices([], Infinity));
+    if (this.unreported.size > 0) await this.insertAll(RecordBatch.empty, this.takeNotices(RecordBatch.empty, Infinity));
     await this.saveCounters();
   }
 

@@ -1,4 +1,5 @@
 import TransportStream from 'winston-transport';
+import { BatchWriter } from './batch';
 import { VectorQueueError } from './errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
@@ -58,8 +59,11 @@ export class VectorTransport extends TransportStream {
   private readonly shipper: HttpShipper;
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
-  /** Records built and waiting for the next commit (and their infos, for 'logged' listeners). */
-  private uncommitted: string[] = [];
+  /**
+   * Records built and waiting for the next commit, as UTF-8 in reused chunks (lib/batch.ts), and
+   * their infos, for 'logged' listeners.
+   */
+  private readonly uncommitted = new BatchWriter();
   private uncommittedInfos: Record<string, unknown>[] = [];
   /** winston's callbacks held back while `highWaterMark` records wait. */
   private held: Array<() => void> = [];
@@ -167,7 +171,7 @@ export class VectorTransport extends TransportStream {
 
   private accept(info: Record<string, unknown>): void {
     try {
-      this.uncommitted.push(buildRecord(info, this.context()));
+      this.uncommitted.write(buildRecord(info, this.context()));
       // The info is kept until the commit only for those who listen to 'logged'.
       if (this.listenerCount('logged') > 0) this.uncommittedInfos.push(info);
     } catch (err) {
@@ -202,23 +206,23 @@ export class VectorTransport extends TransportStream {
     try {
       const rt = await this.runtime;
       while (this.uncommitted.length > 0) {
-        const bodies = this.uncommitted;
+        const batch = this.uncommitted.take();
         const infos = this.uncommittedInfos;
-        this.uncommitted = [];
         this.uncommittedInfos = [];
         // There is room again: winston may hand over the next records while this commit runs.
         for (const callback of this.held.splice(0)) callback();
         try {
           if (!rt || this.queueClosed) throw new VectorQueueError('the queue is not open');
-          this.committingRows = bodies.length;
+          this.committingRows = batch.length;
           try {
-            await rt.queue.append(bodies);
+            await rt.queue.append(batch);
           } finally {
             this.committingRows = 0;
+            this.uncommitted.recycle(batch);
           }
-          rt.scheduler.notify(bodies.length);
+          rt.scheduler.notify(batch.length);
         } catch (err) {
-          this.drop('write-failed', bodies.length, err);
+          this.drop('write-failed', batch.length, err);
           continue;
         }
         for (const info of infos) this.emit('logged', info);

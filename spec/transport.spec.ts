@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import winston from 'winston';
+import type { RecordBatch } from '../lib/batch';
 import { VectorTransport } from '../lib/index';
 import { SqliteQueue } from '../lib/queue';
 import { Connection } from '../lib/sqlite';
@@ -17,9 +18,9 @@ async function commitSizes(t: VectorTransport, log: (logger: winston.Logger) => 
   const proto = SqliteQueue.prototype;
   const append = proto.append;
   const sizes: number[] = [];
-  proto.append = function (this: SqliteQueue, bodies: string[]) {
-    sizes.push(bodies.length);
-    return append.call(this, bodies);
+  proto.append = function (this: SqliteQueue, records: RecordBatch | readonly string[]) {
+    sizes.push(records.length);
+    return append.call(this, records);
   };
   try {
     log(loggerWith(t));
@@ -360,6 +361,45 @@ describe('VectorTransport through a winston logger', () => {
     });
     assert.deepEqual(sizes, [2000], 'records logged in one go share one commit');
     await deliveredInOrder(t, r, 'burst', 2000);
+  });
+
+  it('records written into reused chunks are committed intact, as TEXT, commit after commit', async () => {
+    const r = await receiver();
+    await r.stop();
+    const dbPath = join(tempDir(), 'q.db');
+    const t = transport(r.url, { dbPath, maxRetries: 1 });
+    const logger = loggerWith(t);
+    const expected: string[] = [];
+    const log = (message: string) => {
+      expected.push(message);
+      logger.info(message);
+    };
+    // Several commits of several chunks each, so later commits write into chunks earlier ones used;
+    // one record longer than a chunk (it gets its own) and characters of every UTF-8 length.
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 5000; i++) log(`${round}/${i} ${'é日😀'.repeat(i % 40)}`);
+      if (round === 2) log('ж'.repeat(400_000));
+      await t.committed();
+    }
+    const other = await Connection.open(dbPath, 1000, false);
+    const rows = await other.all<{ body: string; type: string }>('SELECT body, typeof(body) AS type FROM records ORDER BY id');
+    await other.close();
+    assert.deepEqual(rows.map((row) => (JSON.parse(row.body) as { message: string }).message), expected);
+    assert.deepEqual([...new Set(rows.map((row) => row.type))], ['text']);
+  });
+
+  it('records logged while earlier commits wait for the connection (busy shipping) arrive intact', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 50, flushInterval: 10 });
+    const logger = loggerWith(t);
+    const n = 30_000;
+    for (let i = 0; i < n; i++) {
+      logger.info(`busy${i}`, { pad: 'é日😀'.repeat(i % 30) });
+      // A new commit every 500 records, each taken while the connection claims and acks.
+      if (i % 500 === 499) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await deliveredInOrder(t, r, 'busy', n);
+    assert.deepEqual(r.events.map((e) => (e.extra as { pad: string }).pad.length), Array.from({ length: n }, (_, i) => 'é日😀'.length * (i % 30)));
   });
 
   it('tells the scheduler it is in a burst while 1000 or more records wait for, or are in, a commit', async () => {

@@ -1,0 +1,182 @@
+/**
+ * Records waiting for a commit, as UTF-8 text packed in byte chunks outside the JS heap.
+ *
+ * Why: a record waits from `log()` until its commit ends (tens of ms in a burst). Kept as a string,
+ * it outlives one or two scavenges and is copied, then promoted to the old generation; in a burst
+ * that is every record, so the old generation grows and is collected again and again. Written to a
+ * chunk as soon as it is built, the string dies young, and a waiting burst is a few chunks that are
+ * reused commit after commit. SQLite gets each row as a view of its chunk, made while the statement
+ * binds (it copies the bytes then), so no per-row object outlives the call either.
+ */
+
+/** Bytes of one chunk. A record longer than this gets a chunk of its own. */
+export const CHUNK_BYTES = 1024 * 1024;
+
+/** Spare chunks kept for reuse after a commit (at most this many bytes stay allocated while idle). */
+export const SPARE_CHUNKS = 8;
+
+/** Bytes before each row in a chunk: its length, as a 32-bit little-endian integer. */
+const PREFIX = 4;
+
+/**
+ * `rows` rows of one chunk, between byte `start` and byte `end`. Each row is its length (PREFIX
+ * bytes) then its text, so the rows of a burst cost no JS object of their own at all.
+ */
+export interface Segment {
+  readonly chunk: Buffer;
+  readonly start: number;
+  readonly end: number;
+  readonly rows: number;
+}
+
+/** Rows of UTF-8 text, in order. Immutable: `slice` and `concat` share the chunks. */
+export class RecordBatch {
+  /** Made by `BatchWriter.take()`, `of`, `concat` and `slice`. */
+  constructor(
+    private readonly segments: readonly Segment[],
+    /** Rows. */
+    readonly length: number,
+    /** Bytes of all rows, in UTF-8. */
+    readonly byteLength: number,
+  ) {}
+
+  static readonly empty = new RecordBatch([], 0, 0);
+
+  /** A batch of these texts (in fresh chunks). */
+  static of(texts: readonly string[]): RecordBatch {
+    const writer = new BatchWriter();
+    for (const text of texts) writer.write(text);
+    return writer.take();
+  }
+
+  /** The rows of `batches`, in order. */
+  static concat(batches: readonly RecordBatch[]): RecordBatch {
+    if (batches.length === 1) return batches[0]!;
+    let length = 0;
+    let bytes = 0;
+    const segments: Segment[] = [];
+    for (const b of batches) {
+      segments.push(...b.segments);
+      length += b.length;
+      bytes += b.byteLength;
+    }
+    return new RecordBatch(segments, length, bytes);
+  }
+
+  /** Calls `fn` with each row in order. A view is only valid during the call: the chunk is reused. */
+  forEach(fn: (row: Buffer, index: number) => void): void {
+    let i = 0;
+    for (const { chunk, start, rows } of this.segments) {
+      let at = start;
+      for (let k = 0; k < rows; k++) {
+        const end = at + PREFIX + chunk.readUInt32LE(at);
+        fn(chunk.subarray(at + PREFIX, end), i++);
+        at = end;
+      }
+    }
+  }
+
+  /** Each row's size in bytes. */
+  sizes(): number[] {
+    const out: number[] = [];
+    this.forEach((row) => out.push(row.length));
+    return out;
+  }
+
+  /** Rows `from` (inclusive) to `to` (exclusive), like Array.prototype.slice with non-negative bounds. */
+  slice(from: number, to = this.length): RecordBatch {
+    from = Math.max(0, Math.min(from, this.length));
+    to = Math.max(from, Math.min(to, this.length));
+    if (from === 0 && to === this.length) return this;
+    const segments: Segment[] = [];
+    let bytes = 0;
+    let first = 0; // index in the batch of the segment's first row
+    for (const { chunk, start, rows } of this.segments) {
+      const lo = Math.max(from - first, 0);
+      const hi = Math.min(to - first, rows);
+      if (lo < hi) {
+        let at = start;
+        let cutStart = start;
+        for (let k = 0; k < hi; k++) {
+          if (k === lo) cutStart = at;
+          const length = chunk.readUInt32LE(at);
+          if (k >= lo) bytes += length;
+          at += PREFIX + length;
+        }
+        segments.push({ chunk, start: cutStart, end: at, rows: hi - lo });
+      }
+      first += rows;
+    }
+    return new RecordBatch(segments, to - from, bytes);
+  }
+
+  /** The rows as strings (for queues that keep strings, and for tests). */
+  texts(): string[] {
+    const out: string[] = [];
+    this.forEach((row) => out.push(row.toString('utf8')));
+    return out;
+  }
+
+  /** The chunks this batch's rows are in (each once). */
+  chunks(): Buffer[] {
+    return [...new Set(this.segments.map((s) => s.chunk))];
+  }
+}
+
+/**
+ * Writes records into chunks until `take()` hands them over as one batch. After the batch is
+ * committed, `recycle()` gives its chunks back for the next ones.
+ */
+export class BatchWriter {
+  private chunk: Buffer | undefined;
+  private used = 0;
+  private rows = 0;
+  private segments: Segment[] = [];
+  private bytes = 0;
+  private readonly spare: Buffer[] = [];
+  /** Rows written since the last `take()`. */
+  length = 0;
+
+  write(text: string): void {
+    // A UTF-16 unit is at most 3 bytes in UTF-8: a row that may not fit starts a new chunk.
+    const most = PREFIX + text.length * 3;
+    if (this.chunk === undefined || this.chunk.length - this.used < most) this.open(most <= CHUNK_BYTES ? 0 : PREFIX + Buffer.byteLength(text));
+    const chunk = this.chunk!;
+    const length = chunk.write(text, this.used + PREFIX, 'utf8');
+    chunk.writeUInt32LE(length, this.used);
+    this.used += PREFIX + length;
+    this.bytes += length;
+    this.rows++;
+    this.length++;
+  }
+
+  /** Hands over what was written as one batch; the next rows go to another chunk. */
+  take(): RecordBatch {
+    this.close();
+    const batch = this.segments.length === 0 ? RecordBatch.empty : new RecordBatch(this.segments, this.length, this.bytes);
+    this.segments = [];
+    this.length = 0;
+    this.bytes = 0;
+    this.chunk = undefined;
+    return batch;
+  }
+
+  /** `batch` (taken from this writer) is committed or given up: its chunks may be written again. */
+  recycle(batch: RecordBatch): void {
+    for (const chunk of batch.chunks()) {
+      if (chunk.length === CHUNK_BYTES && this.spare.length < SPARE_CHUNKS && !this.spare.includes(chunk)) this.spare.push(chunk);
+    }
+  }
+
+  /** Ends the current chunk's segment and starts a chunk of `size` bytes (0: a standard chunk). */
+  private open(size: number): void {
+    this.close();
+    this.chunk = size === 0 ? (this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES)) : Buffer.allocUnsafeSlow(size);
+    this.used = 0;
+  }
+
+  private close(): void {
+    if (this.chunk !== undefined && this.rows > 0) this.segments.push({ chunk: this.chunk, start: 0, end: this.used, rows: this.rows });
+    this.rows = 0;
+  }
+}

@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { BatchWriter, CHUNK_BYTES, RecordBatch, SPARE_CHUNKS } from '../lib/batch';
+
+/** Texts of every kind a record may hold: ASCII, two- and three-byte characters, surrogate pairs. */
+const text = fc.string({ unit: fc.constantFrom('a', '"', 'é', 'ж', '€', '日', '😀', '\\n'), maxLength: 40 });
+
+describe('RecordBatch / BatchWriter', () => {
+  it('gives back the texts written, in order, with their UTF-8 sizes', () => {
+    fc.assert(
+      fc.property(fc.array(text, { maxLength: 60 }), (texts) => {
+        const batch = RecordBatch.of(texts);
+        assert.deepEqual(batch.texts(), texts);
+        assert.equal(batch.length, texts.length);
+        assert.deepEqual(batch.sizes(), texts.map((t) => Buffer.byteLength(t)));
+        assert.equal(batch.byteLength, texts.reduce((n, t) => n + Buffer.byteLength(t), 0));
+      }),
+    );
+  });
+
+  it('slice and concat give the rows that Array slice and concat give, across chunk boundaries', () => {
+    // Rows of ~300 KiB: four of them span several chunks, so slices cut through segments.
+    const big = (c: string, i: number) => `${c.repeat(100_000)}#${i}`;
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(text, fc.tuple(fc.constantFrom('x', 'é', '日'), fc.nat(99)).map(([c, i]) => big(c, i))), { maxLength: 12 }),
+        fc.nat(14),
+        fc.nat(14),
+        (texts, a, b) => {
+          const batch = RecordBatch.of(texts);
+          const part = batch.slice(a, b);
+          const expected = texts.slice(a, Math.max(a, b));
+          assert.deepEqual(part.texts(), expected);
+          assert.equal(part.length, expected.length);
+          assert.equal(part.byteLength, expected.reduce((n, t) => n + Buffer.byteLength(t), 0));
+          const joined = RecordBatch.concat([part, RecordBatch.of(['tail']), batch.slice(0, a)]);
+          assert.deepEqual(joined.texts(), [...expected, 'tail', ...texts.slice(0, a)]);
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it('a record longer than a chunk gets a chunk of its own; the rows around it stay in order', () => {
+    const writer = new BatchWriter();
+    const long = '日'.repeat(CHUNK_BYTES); // 3 MiB of UTF-8
+    writer.write('before');
+    writer.write(long);
+    writer.write('after');
+    const batch = writer.take();
+    assert.deepEqual(batch.texts(), ['before', long, 'after']);
+    assert.equal(batch.chunks().length, 3);
+    const own = batch.chunks()[1]!.length;
+    assert.ok(own >= Buffer.byteLength(long) && own < Buffer.byteLength(long) + 64, `a chunk of ${own} bytes`);
+  });
+
+  it('recycled chunks are written again; a batch that is not recycled is never overwritten', () => {
+    const writer = new BatchWriter();
+    writer.write('first');
+    const first = writer.take();
+    writer.write('second');
+    const second = writer.take();
+    assert.notEqual(second.chunks()[0], first.chunks()[0], 'a taken batch keeps its chunk');
+    writer.recycle(first);
+    writer.write('third');
+    const third = writer.take();
+    assert.equal(third.chunks()[0], first.chunks()[0], 'the recycled chunk is reused');
+    assert.deepEqual(second.texts(), ['second']);
+    assert.deepEqual(third.texts(), ['third']);
+    assert.equal(writer.take().length, 0);
+  });
+
+  it('only standard chunks are kept for reuse, and only a few', () => {
+    const writer = new BatchWriter();
+    const batches: RecordBatch[] = [];
+    for (let i = 0; i < 20; i++) {
+      writer.write(`row ${i}`);
+      batches.push(writer.take());
+    }
+    writer.write('x'.repeat(CHUNK_BYTES + 1));
+    const own = writer.take();
+    for (const b of [own, ...batches]) writer.recycle(b);
+    const reused = new Set<Buffer>();
+    for (let i = 0; i < 20; i++) {
+      writer.write(`again ${i}`);
+      const chunk = writer.take().chunks()[0]!;
+      assert.equal(chunk.length, CHUNK_BYTES);
+      if (batches.some((b) => b.chunks()[0] === chunk)) reused.add(chunk);
+    }
+    assert.equal(reused.size, SPARE_CHUNKS);
+  });
+});
