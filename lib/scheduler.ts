@@ -174,14 +174,17 @@ export class Scheduler {
    * Ships batch after batch until the queue is empty or a round fails. Records are claimed a window
    * of batches at a time, and the next window is claimed as soon as the current one is taken,
    * while it ships (one request in flight, no wait for a claim between two); if a request fails,
-   * every record claimed and not delivered goes back to the queue, so order is kept.
+   * every record claimed and not delivered goes back to the queue, so order is kept. After a failed
+   * round, the next one claims a single batch first (a probe): while the receiver stays down, a
+   * round reads one batch from the file, not two windows.
    */
   private async drain(): Promise<void> {
     const { batchSize, leaseTimeout } = this.options;
     do {
       this.again = false;
+      let probing = this.failedRounds > 0;
       let claimedAt = Date.now();
-      let window = this.measure(await this.queue.claim(this.windowSize()));
+      let window = this.measure(await this.queue.claim(probing ? batchSize : this.windowSize()));
       let ahead: { at: number; records: Promise<QueuedRecord[]> } | undefined;
       /** Gives back `held` and whatever the claim ahead took: nothing waits for a lease to expire. */
       const giveBack = async (held: readonly QueuedRecord[]) => {
@@ -201,7 +204,7 @@ export class Scheduler {
         await this.waitForBurst(claimedAt + BURST_HOLD_MS);
         // A lease is only taken over once it expires: well within it, it is surely still ours.
         const fresh = Date.now() - claimedAt < leaseTimeout / 2;
-        if (!ahead) {
+        if (!ahead && !probing) {
           const records = this.queue.claim(this.windowSize()).then((r) => this.measure(r));
           records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
           ahead = { at: Date.now(), records };
@@ -233,6 +236,11 @@ export class Scheduler {
           ahead = undefined;
           window = await next.records;
           claimedAt = next.at;
+        } else if (window.length === 0 && probing) {
+          // The probe went through: back to whole windows.
+          probing = false;
+          claimedAt = Date.now();
+          window = this.measure(await this.queue.claim(this.windowSize()));
         }
         this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       }

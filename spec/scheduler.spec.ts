@@ -245,6 +245,41 @@ describe('Scheduler', () => {
     assert.deepEqual(delivered, all, 'every record delivered once, in order');
   });
 
+  it('after a failed round the next claims one batch (a probe), and whole windows again once it goes through', async () => {
+    const events: string[] = [];
+    beforeClaim(queue, (limit) => events.push(`claim ${limit}`));
+    const send = shipper.send.bind(shipper);
+    shipper.send = (bodies: readonly string[]) => {
+      events.push(`send ${bodies[0]}`);
+      return send(bodies);
+    };
+    const ok = { action: 'delivered', status: 200 } as const;
+    const busy = { action: 'retry', status: 503, detail: 'HTTP 503' } as const;
+    // Round 1: r0 goes, r3 fails twice. Round 2: the probe fails twice. Round 3: the probe goes.
+    shipper.answers = [ok, busy, busy, busy, busy];
+    const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
+    await queue.append(all);
+    scheduler.start();
+    await settle();
+    mock.timers.tick(100);
+    await settle();
+    assert.deepEqual(events, ['claim 3', 'claim 12', 'send r0', 'claim 12', 'send r3', 'send r3']);
+    events.length = 0;
+    mock.timers.tick(5000);
+    await settle();
+    mock.timers.tick(100);
+    await settle();
+    assert.deepEqual(events, ['claim 3', 'send r3', 'send r3'], 'a round while the receiver is down reads one batch');
+    assert.ok(queue.rows.every((r) => !r.leased));
+    events.length = 0;
+    mock.timers.tick(5000);
+    await settle();
+    assert.deepEqual(events.slice(0, 5), ['claim 3', 'send r3', 'claim 12', 'claim 12', 'send r6'], 'after the probe, windows and claims ahead');
+    assert.equal(queue.rows.length, 0);
+    const delivered = [shipper.calls[0]!, ...shipper.calls.slice(5)].flat();
+    assert.deepEqual(delivered, all, 'every record delivered once, in order');
+  });
+
   it('a claim ahead that fails ends the round after the current window, with a warning; nothing is lost', async () => {
     let calls = 0;
     beforeClaim(queue, () => {
