@@ -20,7 +20,8 @@ describe('RecordBatch / BatchWriter', () => {
   });
 
   it('slice and concat give the rows that Array slice and concat give, across chunk boundaries', () => {
-    // Rows of ~300 KiB: four of them span several chunks, so slices cut through segments.
+    // Rows of 100,000 characters (each reserves 300 KB of a chunk): a few fill a chunk, so the rows
+    // span several chunks and slices cut through segments.
     const big = (c: string, i: number) => `${c.repeat(100_000)}#${i}`;
     fc.assert(
       fc.property(
