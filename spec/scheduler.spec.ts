@@ -71,6 +71,9 @@ const settle = async () => {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 };
 
+const ok = { action: 'delivered', status: 200 } as const;
+const busy = { action: 'retry', status: 503, detail: 'HTTP 503' } as const;
+
 const options = { batchSize: 3, flushInterval: 1000, maxRetries: 2, retryDelay: 100, maxRetryDelay: 5000, leaseTimeout: 60_000, claimRows: 12 };
 
 describe('Scheduler', () => {
@@ -94,6 +97,18 @@ describe('Scheduler', () => {
     mock.restoreAll();
     await scheduler.close(0);
   });
+
+  /** The claims (`claim <limit>`) and sends (`send <first record>`) from now on, in order. */
+  function claimsAndSends(): string[] {
+    const events: string[] = [];
+    beforeClaim(queue, (limit) => events.push(`claim ${limit}`));
+    const send = shipper.send.bind(shipper);
+    shipper.send = (bodies: readonly string[]) => {
+      events.push(`send ${bodies[0]}`);
+      return send(bodies);
+    };
+    return events;
+  }
 
   /** Closes the scheduler and puts one on `queue` in its place, with `options` changed by `over`. */
   async function replaceScheduler(over: Partial<SchedulerOptions>): Promise<void> {
@@ -213,15 +228,7 @@ describe('Scheduler', () => {
   });
 
   it('claims the next window while the current one ships; a failure gives that claim back too', async () => {
-    const events: string[] = [];
-    beforeClaim(queue, (limit) => events.push(`claim ${limit}`));
-    const send = shipper.send.bind(shipper);
-    shipper.send = (bodies: readonly string[]) => {
-      events.push(`send ${bodies[0]}`);
-      return send(bodies);
-    };
-    const ok = { action: 'delivered', status: 200 } as const;
-    const busy = { action: 'retry', status: 503, detail: 'HTTP 503' } as const;
+    const events = claimsAndSends();
     // One batch first (the records' length is not known yet), then windows of four batches of 3.
     // The fourth batch fails on both attempts.
     shipper.answers = [ok, ok, ok, busy, busy];
@@ -246,15 +253,7 @@ describe('Scheduler', () => {
   });
 
   it('after a failed round the next claims one batch (a probe), and whole windows again once it goes through', async () => {
-    const events: string[] = [];
-    beforeClaim(queue, (limit) => events.push(`claim ${limit}`));
-    const send = shipper.send.bind(shipper);
-    shipper.send = (bodies: readonly string[]) => {
-      events.push(`send ${bodies[0]}`);
-      return send(bodies);
-    };
-    const ok = { action: 'delivered', status: 200 } as const;
-    const busy = { action: 'retry', status: 503, detail: 'HTTP 503' } as const;
+    const events = claimsAndSends();
     // Round 1: r0 goes, r3 fails twice. Round 2: the probe fails twice. Round 3: the probe goes.
     shipper.answers = [ok, busy, busy, busy, busy];
     const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
