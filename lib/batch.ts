@@ -12,20 +12,19 @@
 /** Bytes of one chunk. A record longer than this gets a chunk of its own. */
 export const CHUNK_BYTES = 1024 * 1024;
 
-/** Spare chunks kept for reuse after a commit (at most this many bytes stay allocated while idle). */
+/** Spare chunks kept for reuse after a commit (so at most SPARE_CHUNKS × CHUNK_BYTES stay allocated while idle). */
 export const SPARE_CHUNKS = 8;
 
 /** Bytes before each row in a chunk: its length, as a 32-bit little-endian integer. */
 const PREFIX = 4;
 
 /**
- * `rows` rows of one chunk, between byte `start` and byte `end`. Each row is its length (PREFIX
- * bytes) then its text, so the rows of a burst cost no JS object of their own at all.
+ * `rows` rows of one chunk, from byte `start` on. Each row is its length (PREFIX bytes) then its
+ * text, so the rows of a burst cost no JS object of their own at all.
  */
 export interface Segment {
   readonly chunk: Buffer;
   readonly start: number;
-  readonly end: number;
   readonly rows: number;
 }
 
@@ -103,7 +102,7 @@ export class RecordBatch {
           if (k >= lo) bytes += length;
           at += PREFIX + length;
         }
-        segments.push({ chunk, start: cutStart, end: at, rows: hi - lo });
+        segments.push({ chunk, start: cutStart, rows: hi - lo });
       }
       first += rows;
     }
@@ -176,7 +175,7 @@ export class BatchWriter {
   }
 
   private close(): void {
-    if (this.chunk !== undefined && this.rows > 0) this.segments.push({ chunk: this.chunk, start: 0, end: this.used, rows: this.rows });
+    if (this.chunk !== undefined && this.rows > 0) this.segments.push({ chunk: this.chunk, start: 0, rows: this.rows });
     this.rows = 0;
   }
 }
