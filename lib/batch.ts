@@ -75,6 +75,53 @@ export class RecordBatch {
     }
   }
 
+  /**
+   * Walks the rows without a view of each: for each chunk in order, `row(offset, length)` for each
+   * of its rows (`offset` from the start of the chunk's part), then `part(bytes)` with a view of
+   * that part. A view is only valid during the call: the chunk is reused.
+   */
+  forEachPart(row: (offset: number, length: number) => void, part: (bytes: Buffer) => void): void {
+    for (const { chunk, start, rows } of this.segments) {
+      let at = start;
+      for (let k = 0; k < rows; k++) {
+        const length = chunk.readUInt32LE(at);
+        row(at + PREFIX - start, length);
+        at += PREFIX + length;
+      }
+      part(chunk.subarray(start, at));
+    }
+  }
+
+  /** The rows in consecutive batches of at most `maxRows` rows and `maxParts` chunk parts each. */
+  split(maxRows: number, maxParts: number): RecordBatch[] {
+    const cuts: number[] = [0];
+    let first = 0; // index in the batch of the segment's first row
+    let rows = 0; // rows in the batch being cut
+    let parts = 0; // its parts
+    for (const segment of this.segments) {
+      if (parts === maxParts) {
+        cuts.push(first);
+        rows = 0;
+        parts = 0;
+      }
+      parts++;
+      let left = segment.rows;
+      while (rows + left > maxRows) {
+        const take = maxRows - rows;
+        left -= take;
+        cuts.push(first + segment.rows - left);
+        rows = 0;
+        parts = 1;
+      }
+      rows += left;
+      first += segment.rows;
+    }
+    cuts.push(this.length);
+    const out: RecordBatch[] = [];
+    for (let i = 1; i < cuts.length; i++) if (cuts[i]! > cuts[i - 1]!) out.push(this.slice(cuts[i - 1]!, cuts[i]!));
+    return out;
+  }
+
   /** Each row's size in bytes. */
   sizes(): number[] {
     const out: number[] = [];

@@ -72,18 +72,38 @@ interface Notice {
 }
 
 /**
- * Rows per INSERT statement (one parameter a row, under SQLite's 32766). A commit is one statement,
- * so one trip to SQLite's worker thread: each trip waits for the main thread to be free, and a busy
- * logger would otherwise hold every step of a multi-statement transaction back.
+ * Rows per INSERT statement (its SQL grows ~20 bytes a row). A commit is one statement, so one trip
+ * to SQLite's worker thread: each trip waits for the main thread to be free, and a busy logger would
+ * otherwise hold every step of a multi-statement transaction back.
  */
 const ROWS_PER_INSERT = 32_000;
 
 /**
- * VALUES rows are inserted in their order, so ids follow the order of logging. Rows are bound as
- * bytes (views of their chunk) and stored as TEXT: SQLite reads the bytes as UTF-8, which they are.
+ * Chunk parts per INSERT: one parameter each, and the `CASE` that picks a row's part has one branch
+ * each. A burst of 16,384 records of ~300 bytes fills five 1 MiB chunks; a record longer than a chunk
+ * has a chunk of its own.
  */
-const insertSql = (rows: number) =>
-  `INSERT INTO records (body, created_at) SELECT CAST(column1 AS TEXT), ?1 FROM (VALUES ${'(?),'.repeat(rows - 1)}(?))`;
+const PARTS_PER_INSERT = 8;
+
+/**
+ * One INSERT of `rows`. Each chunk part is bound once, as bytes (?2, ?3, ...), and each row is a
+ * VALUES row of integers: (its part's parameter, its 1-based offset there, its length), so no row is
+ * a JS object or a parameter of its own. SQLite cuts each body out with `substr` and stores it as
+ * TEXT (the bytes are UTF-8). VALUES rows are inserted in their order, so ids follow the order of
+ * logging. node-sqlite3 copies the bound bytes before `run` returns, so the chunks can be reused.
+ */
+function insertStatement(rows: RecordBatch, now: number): [string, unknown[]] {
+  const params: unknown[] = [now];
+  let values = '';
+  rows.forEachPart(
+    (offset, length) => (values += `(${params.length + 1},${offset + 1},${length}),`),
+    (bytes) => params.push(bytes),
+  );
+  let pick = '';
+  for (let p = 2; p <= params.length; p++) pick += ` WHEN ${p} THEN ?${p}`;
+  const sql = `INSERT INTO records (body, created_at) SELECT CAST(substr(CASE column1${pick} END, column2, column3) AS TEXT), ?1 FROM (VALUES ${values.slice(0, -1)})`;
+  return [sql, params];
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
@@ -303,8 +323,9 @@ export class SqliteQueue implements Queue {
   private async insertAll(rows: RecordBatch, notices: Notice[] = []): Promise<void> {
     if (rows.length === 0 && notices.length === 0) return;
     const now = this.now();
-    if (rows.length <= ROWS_PER_INSERT && notices.length === 0) {
-      await this.insert(rows, now);
+    const parts = rows.split(ROWS_PER_INSERT, PARTS_PER_INSERT);
+    if (parts.length === 1 && notices.length === 0) {
+      await this.insert(parts[0]!, now);
       return;
     }
     await this.conn.transaction(async () => {
@@ -316,7 +337,7 @@ export class SqliteQueue implements Queue {
           n.count,
         ]);
       }
-      for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) await this.insert(rows.slice(i, i + ROWS_PER_INSERT), now);
+      for (const part of parts) await this.insert(part, now);
     });
   }
 
@@ -468,15 +489,9 @@ export class SqliteQueue implements Queue {
     return notices;
   }
 
-  /**
-   * One INSERT of all `rows`: one parameter for the time, one per row (SQLite parses it on its
-   * thread). The views live only until `run` has bound them (it copies the bytes).
-   */
   private insert(rows: RecordBatch, now: number): Promise<number> {
-    const params: unknown[] = new Array(rows.length + 1);
-    params[0] = now;
-    rows.forEach((row, i) => (params[i + 1] = row));
-    return this.conn.run(insertSql(rows.length), params);
+    const [sql, params] = insertStatement(rows, now);
+    return this.conn.run(sql, params);
   }
 
   claim(limit: number): Promise<QueuedRecord[]> {

@@ -43,6 +43,47 @@ describe('RecordBatch / BatchWriter', () => {
     );
   });
 
+  it('split cuts the rows into consecutive batches within both bounds; forEachPart cuts them out of their chunks', () => {
+    // Rows of 100,000 characters reserve 300 KB of a chunk, so a dozen rows span several chunks.
+    const big = (c: string, i: number) => `${c.repeat(100_000)}#${i}`;
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(text, fc.tuple(fc.constantFrom('x', 'é'), fc.nat(99)).map(([c, i]) => big(c, i))), { maxLength: 24 }),
+        fc.nat(4),
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 1, max: 3 }),
+        (texts, from, maxRows, maxParts) => {
+          const batch = RecordBatch.of(texts).slice(from);
+          const expected = texts.slice(from);
+          const pieces = batch.split(maxRows, maxParts);
+          assert.deepEqual(pieces.flatMap((p) => p.texts()), expected);
+          for (const p of pieces) {
+            assert.ok(p.length >= 1 && p.length <= maxRows, `${p.length} rows, at most ${maxRows}`);
+            assert.ok(p.chunks().length <= maxParts, `${p.chunks().length} chunks, at most ${maxParts}`);
+          }
+          const cut: string[] = [];
+          let rows: Array<[number, number]> = [];
+          batch.forEachPart(
+            (offset, length) => rows.push([offset, length]),
+            (bytes) => {
+              for (const [offset, length] of rows) cut.push(bytes.toString('utf8', offset, offset + length));
+              rows = [];
+            },
+          );
+          assert.deepEqual(cut, expected);
+        },
+      ),
+      { numRuns: 60 },
+    );
+    // 'é' rows take 200 KB and reserve 300 KB: four to a chunk, so the chunks hold 5, 5 and 1 rows.
+    const e = (i: number) => big('é', i);
+    const three = RecordBatch.of([e(1), e(2), 'a', e(3), e(4), e(5), e(6), e(7), e(8), 'b', e(9)]);
+    assert.equal(three.chunks().length, 3);
+    assert.deepEqual(three.split(100, 1).map((p) => p.length), [5, 5, 1], 'one chunk each');
+    assert.deepEqual(three.split(4, 1).map((p) => p.length), [4, 1, 4, 1, 1]);
+    assert.deepEqual(three.split(4, 2).map((p) => p.length), [4, 4, 3]);
+  });
+
   it('a record longer than a chunk gets a chunk of its own; the rows around it stay in order', () => {
     const writer = new BatchWriter();
     const long = '日'.repeat(CHUNK_BYTES); // 3 MiB of UTF-8

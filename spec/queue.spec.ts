@@ -4,6 +4,7 @@ import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import sqlite3 from 'sqlite3';
+import { RecordBatch } from '../lib/batch';
 import { VectorQueueError } from '../lib/errors';
 import { VectorTransport } from '../lib/index';
 import { prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue';
@@ -53,6 +54,24 @@ describe('SqliteQueue', () => {
     const all = await queue.claim(10_000);
     assert.deepEqual(all.map((r) => r.body), bodies(0, 1500));
     await queue.close();
+  });
+
+  it('a commit of more chunks than one INSERT takes is written whole, in order, as TEXT', async () => {
+    const { queue, path } = await openQueue();
+    // Each long row reserves more than a chunk (3 bytes a character), so it gets one of its own:
+    // 20 chunks with the short rows between them, several INSERTs in one transaction.
+    const texts = Array.from({ length: 20 }, (_, i) => [`{"short":${i},"t":"日本"}`, `{"long":"${String(i % 10).repeat(400_000)}"}`]).flat();
+    await queue.append(RecordBatch.of(texts));
+    const all = await queue.claim(100);
+    assert.deepEqual(all.map((r) => r.body), texts);
+    assert.deepEqual(all.map((r) => r.id), all.map((_, i) => all[0]!.id + i), 'ids follow the order of logging');
+    await queue.close();
+    const db = new sqlite3.Database(path);
+    const types = await new Promise<string[]>((resolve, reject) =>
+      db.all('SELECT DISTINCT typeof(body) AS t FROM records', (err, rows: Array<{ t: string }>) => (err ? reject(err) : resolve(rows.map((r) => r.t)))),
+    );
+    await new Promise<void>((resolve) => db.close(() => resolve()));
+    assert.deepEqual(types, ['text']);
   });
 
   it('ack, renew and release act on exactly the ids given, consecutive or not', async () => {
