@@ -5,8 +5,8 @@
  * it outlives one or two scavenges and is copied, then promoted to the old generation; in a burst
  * that is every record, so the old generation grows and is collected again and again. Written to a
  * chunk as soon as it is built, the string dies young, and a waiting burst is a few chunks that are
- * reused commit after commit. SQLite gets each row as a view of its chunk, made while the statement
- * binds (it copies the bytes then), so no per-row object outlives the call either.
+ * reused commit after commit. SQLite gets each chunk once, with each row's offset and length
+ * (`forEachPart`), so the insert makes no per-row object either.
  */
 
 /** Bytes of one chunk. A record longer than this gets a chunk of its own. */
