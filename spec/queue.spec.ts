@@ -58,8 +58,8 @@ describe('SqliteQueue', () => {
 
   it('a commit of more chunks than one INSERT takes is written whole, in order, as TEXT', async () => {
     const { queue, path } = await openQueue();
-    // Each long row reserves more than a chunk (3 bytes a character), so it gets one of its own:
-    // 20 chunks with the short rows between them, several INSERTs in one transaction.
+    // Each long row reserves more than a chunk (3 bytes a character), so it gets one of its own and
+    // the short row after it a fresh one: 40 chunks, so several INSERTs in one transaction.
     const texts = Array.from({ length: 20 }, (_, i) => [`{"short":${i},"t":"日本"}`, `{"long":"${String(i % 10).repeat(400_000)}"}`]).flat();
     await queue.append(RecordBatch.of(texts));
     const all = await queue.claim(100);
