@@ -7,7 +7,7 @@ import sqlite3 from 'sqlite3';
 import { RecordBatch } from '../lib/batch';
 import { VectorQueueError } from '../lib/errors';
 import { VectorTransport } from '../lib/index';
-import { prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue';
+import { PARTS_PER_INSERT, prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue';
 import { tempDir } from './support/helpers';
 
 const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: string[] } => {
@@ -59,10 +59,12 @@ describe('SqliteQueue', () => {
   it('a commit of more chunks than one INSERT takes is written whole, in order, as TEXT', async () => {
     const { queue, path } = await openQueue();
     // Each long row reserves more than a chunk (3 bytes a character), so it gets one of its own and
-    // the short row after it a fresh one: 40 chunks, so several INSERTs in one transaction.
-    const texts = Array.from({ length: 20 }, (_, i) => [`{"short":${i},"t":"日本"}`, `{"long":"${String(i % 10).repeat(400_000)}"}`]).flat();
+    // the short row after it a fresh one: twice as many chunks as pairs, several INSERTs in one
+    // transaction.
+    const pairs = Math.ceil(PARTS_PER_INSERT / 2) + 4;
+    const texts = Array.from({ length: pairs }, (_, i) => [`{"short":${i},"t":"日本"}`, `{"long":"${String(i % 10).repeat(350_000)}"}`]).flat();
     await queue.append(RecordBatch.of(texts));
-    const all = await queue.claim(100);
+    const all = await queue.claim(1000);
     assert.deepEqual(all.map((r) => r.body), texts);
     assert.deepEqual(all.map((r) => r.id), all.map((_, i) => all[0]!.id + i), 'ids follow the order of logging');
     await queue.close();
