@@ -4,7 +4,8 @@
  * Each contender runs in a child process of its own (bench/contender.ts); this process runs the
  * receiver, which accepts any body with a 2xx and counts the records in it.
  *
- * Throughput figures are medians of BENCH_RUNS runs for every contender; VectorTransport's outage and
+ * Throughput figures are medians of BENCH_RUNS runs for every contender, run in rounds (each round
+ * runs every contender once), so ratios compare runs made close together; VectorTransport's outage and
  * backlog-drain figures too. A peer's outage figure is one run: each takes 45-75 s (its producer is
  * slow while the receiver is down), and three would take the whole run past ten minutes.
  *
@@ -173,26 +174,45 @@ interface Figures {
   drainPerSec?: number;
 }
 
-async function throughput(name: ContenderName, receiver: CountingReceiver): Promise<Figures> {
-  const producer: number[] = [];
-  const e2e: number[] = [];
-  const cpu: number[] = [];
-  for (let run = 0; run < RUNS; run++) {
-    const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
-    receiver.count = 0;
-    const c = startContender(name, N, receiver.url, dir, 'throughput');
-    await c.next('produced');
-    producer.push((N / c.report.produced!) * 1000);
-    if (NETWORK.has(name)) {
-      const at = await receiver.reached(N, 15_000);
-      e2e.push(at === undefined ? Number.NaN : (N / (at - c.report.started!)) * 1000);
-    }
-    const used = await c.finish();
-    cpu.push(((used.user + used.system) / 1e6) * (100_000 / N));
-    await c.exited;
-    rmSync(dir, { recursive: true, force: true });
+/** One throughput run of one contender: records/s until accepted, until received, CPU s per 100k. */
+async function throughputRun(name: ContenderName, receiver: CountingReceiver): Promise<{ producer: number; e2e: number; cpu: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
+  receiver.count = 0;
+  const c = startContender(name, N, receiver.url, dir, 'throughput');
+  await c.next('produced');
+  const producer = (N / c.report.produced!) * 1000;
+  let e2e = Number.NaN;
+  if (NETWORK.has(name)) {
+    const at = await receiver.reached(N, 15_000);
+    if (at !== undefined) e2e = (N / (at - c.report.started!)) * 1000;
   }
-  return { producerPerSec: median(producer), e2ePerSec: NETWORK.has(name) ? median(e2e) : null, cpuSecPer100k: median(cpu) };
+  const used = await c.finish();
+  await c.exited;
+  rmSync(dir, { recursive: true, force: true });
+  return { producer, e2e, cpu: ((used.user + used.system) / 1e6) * (100_000 / N) };
+}
+
+/**
+ * RUNS rounds, each running every contender once, in turn: a ratio compares runs made minutes
+ * apart at most, whatever else the machine did meanwhile. Each figure is the median of its runs.
+ */
+async function throughput(receiver: CountingReceiver): Promise<Partial<Record<ContenderName, Figures>>> {
+  const runs = new Map<ContenderName, Array<{ producer: number; e2e: number; cpu: number }>>(CONTENDERS.map((name) => [name, []]));
+  for (let round = 0; round < RUNS; round++) {
+    for (const name of CONTENDERS) {
+      process.stderr.write(`throughput: ${name} (round ${round + 1} of ${RUNS})\n`);
+      runs.get(name)!.push(await throughputRun(name, receiver));
+    }
+  }
+  const out: Partial<Record<ContenderName, Figures>> = {};
+  for (const [name, r] of runs) {
+    out[name] = {
+      producerPerSec: median(r.map((x) => x.producer)),
+      e2ePerSec: NETWORK.has(name) ? median(r.map((x) => x.e2e)) : null,
+      cpuSecPer100k: median(r.map((x) => x.cpu)),
+    };
+  }
+  return out;
 }
 
 /** `memoryRun` `runs` times: the median of each figure, and the fewest records delivered. */
@@ -200,14 +220,15 @@ async function memory(name: ContenderName, receiver: CountingReceiver, runs: num
   const all: Array<NonNullable<Awaited<ReturnType<typeof memoryRun>>>> = [];
   for (let run = 0; run < runs; run++) all.push(await memoryRun(name, receiver));
   const drained = all.map((m) => m.drainSec);
+  const tenth = (x: number) => Math.round(x * 10) / 10; // a median of an even count is a mean
   return {
     runs,
     records: MEM_N,
-    rssGrowthMiB: median(all.map((m) => m.rssGrowthMiB)),
-    peakGrowthMiB: median(all.map((m) => m.peakGrowthMiB)),
+    rssGrowthMiB: tenth(median(all.map((m) => m.rssGrowthMiB))),
+    peakGrowthMiB: tenth(median(all.map((m) => m.peakGrowthMiB))),
     received: Math.min(...all.map((m) => m.received)),
     // A run that never delivered everything has no drain time: then neither has the median.
-    drainSec: drained.includes(null) ? null : median(drained as number[]),
+    drainSec: drained.includes(null) ? null : tenth(median(drained as number[])),
   };
 }
 
@@ -258,11 +279,7 @@ async function main(): Promise<void> {
   const began = Date.now();
   const receiver = new CountingReceiver();
   await receiver.up();
-  const results: Partial<Record<ContenderName, Figures>> = {};
-  for (const name of CONTENDERS) {
-    process.stderr.write(`throughput: ${name}\n`);
-    results[name] = await throughput(name, receiver);
-  }
+  const results = await throughput(receiver);
   for (const name of CONTENDERS.filter((c) => NETWORK.has(c) && c !== 'vector-batch1000')) {
     process.stderr.write(`memory with the receiver down: ${name}\n`);
     results[name]!.memory = await memory(name, receiver, DURABLE.has(name) ? RUNS : 1);
