@@ -193,8 +193,9 @@ async function throughputRun(name: ContenderName, receiver: CountingReceiver): P
 }
 
 /**
- * RUNS rounds, each running every contender once, in turn: a ratio compares runs made minutes
- * apart at most, whatever else the machine did meanwhile. Each figure is the median of its runs.
+ * RUNS rounds, each running every contender once, in turn: a ratio compares runs made within one
+ * round (~30 s here) of each other, whatever else the machine did meanwhile. Each figure is the
+ * median of its runs.
  */
 async function throughput(receiver: CountingReceiver): Promise<Partial<Record<ContenderName, Figures>>> {
   const runs = new Map<ContenderName, Array<{ producer: number; e2e: number; cpu: number }>>(CONTENDERS.map((name) => [name, []]));
