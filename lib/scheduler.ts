@@ -184,7 +184,7 @@ export class Scheduler {
       this.again = false;
       let probing = this.failedRounds > 0;
       let claimedAt = Date.now();
-      let window = this.measure(await this.queue.claim(probing ? batchSize : this.windowSize()));
+      let window = await this.claim(probing ? batchSize : this.windowSize());
       let ahead: { at: number; records: Promise<QueuedRecord[]> } | undefined;
       /** Gives back `held` and whatever the claim ahead took: nothing waits for a lease to expire. */
       const giveBack = async (held: readonly QueuedRecord[]) => {
@@ -205,7 +205,7 @@ export class Scheduler {
         // A lease is only taken over once it expires: well within it, it is surely still ours.
         const fresh = Date.now() - claimedAt < leaseTimeout / 2;
         if (!ahead && !probing) {
-          const records = this.queue.claim(this.windowSize()).then((r) => this.measure(r));
+          const records = this.claim(this.windowSize());
           records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
           ahead = { at: Date.now(), records };
         }
@@ -240,7 +240,7 @@ export class Scheduler {
           // The probe went through: back to whole windows.
           probing = false;
           claimedAt = Date.now();
-          window = this.measure(await this.queue.claim(this.windowSize()));
+          window = await this.claim(this.windowSize());
         }
         this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       }
@@ -262,8 +262,9 @@ export class Scheduler {
     return claimSize(this.options.batchSize, this.avgChars, this.options.claimRows);
   }
 
-  /** Learns the records' length from a claim, so the next window holds about `WINDOW_CHARS`. */
-  private measure(records: QueuedRecord[]): QueuedRecord[] {
+  /** Claims up to `limit` records and learns their length, so the next window holds about `WINDOW_CHARS`. */
+  private async claim(limit: number): Promise<QueuedRecord[]> {
+    const records = await this.queue.claim(limit);
     if (records.length === 0) return records;
     let chars = 0;
     for (const r of records) chars += r.body.length;
