@@ -63,6 +63,8 @@ export interface QueueOptions {
 const ROW_OVERHEAD = 48;
 const textBytes = (bodies: readonly string[]) => bodies.reduce((n, b) => n + Buffer.byteLength(b) + ROW_OVERHEAD, 0);
 const batchBytes = (rows: RecordBatch) => rows.byteLength + rows.length * ROW_OVERHEAD;
+/** What each row of `rows` costs, in order. */
+const rowCosts = (rows: RecordBatch) => rows.sizes().map((n) => n + ROW_OVERHEAD);
 
 /** A record that tells the downstream how many records were dropped, and why. */
 interface Notice {
@@ -387,17 +389,17 @@ export class SqliteQueue implements Queue {
       }
       if (incoming <= room) return rows;
       // More than the whole bound in one burst: keep its newest records.
-      const sizes = rows.sizes();
+      const costs = rowCosts(rows);
       let keep = rows.length;
       let bytes = 0;
-      while (keep > 0 && bytes + sizes[keep - 1]! + ROW_OVERHEAD <= room) bytes += sizes[--keep]! + ROW_OVERHEAD;
+      while (keep > 0 && bytes + costs[keep - 1]! <= room) bytes += costs[--keep]!;
       this.dropped('queue-full', keep);
       return rows.slice(keep);
     }
-    const sizes = rows.sizes();
+    const costs = rowCosts(rows);
     let keep = 0;
     let bytes = 0;
-    while (keep < rows.length && bytes + sizes[keep]! + ROW_OVERHEAD <= room) bytes += sizes[keep++]! + ROW_OVERHEAD;
+    while (keep < rows.length && bytes + costs[keep]! <= room) bytes += costs[keep++]!;
     this.dropped('queue-full', rows.length - keep);
     return rows.slice(0, keep);
   }
