@@ -110,6 +110,17 @@ describe('Scheduler', () => {
     return events;
   }
 
+  /** Queues records `r0`… `r<n-1>`, starts the scheduler and runs its first round, through one retry wait. */
+  async function startWith(n: number): Promise<string[]> {
+    const all = Array.from({ length: n }, (_, i) => `r${i}`);
+    await queue.append(all);
+    scheduler.start();
+    await settle();
+    mock.timers.tick(100);
+    await settle();
+    return all;
+  }
+
   /** Closes the scheduler and puts one on `queue` in its place, with `options` changed by `over`. */
   async function replaceScheduler(over: Partial<SchedulerOptions>): Promise<void> {
     await scheduler.close(0);
@@ -211,12 +222,7 @@ describe('Scheduler', () => {
       { action: 'retry', status: 503, detail: 'HTTP 503' },
       { action: 'retry', status: 503, detail: 'HTTP 503' },
     ];
-    const all = Array.from({ length: 14 }, (_, i) => `r${i}`);
-    await queue.append(all);
-    scheduler.start();
-    await settle();
-    mock.timers.tick(100);
-    await settle();
+    const all = await startWith(14);
     assert.deepEqual(claims.slice(0, 2), [3, 12], 'one batch while the records\' length is unknown, then four batches of 3 at once');
     assert.equal(queue.rows.length, 11, 'the first batch was delivered');
     assert.ok(queue.rows.every((r) => !r.leased), 'the failed batch and the rest of the window went back');
@@ -232,12 +238,7 @@ describe('Scheduler', () => {
     // One batch first (the records' length is not known yet), then windows of four batches of 3.
     // The fourth batch fails on both attempts.
     shipper.answers = [ok, ok, ok, busy, busy];
-    const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
-    await queue.append(all);
-    scheduler.start();
-    await settle();
-    mock.timers.tick(100);
-    await settle();
+    const all = await startWith(30);
     assert.deepEqual(
       events.slice(0, 6),
       ['claim 3', 'claim 12', 'send r0', 'claim 12', 'send r3', 'send r6'],
@@ -256,12 +257,7 @@ describe('Scheduler', () => {
     const events = claimsAndSends();
     // Round 1: r0 goes, r3 fails twice. Round 2: the probe fails twice. Round 3: the probe goes.
     shipper.answers = [ok, busy, busy, busy, busy];
-    const all = Array.from({ length: 30 }, (_, i) => `r${i}`);
-    await queue.append(all);
-    scheduler.start();
-    await settle();
-    mock.timers.tick(100);
-    await settle();
+    const all = await startWith(30);
     assert.deepEqual(events, ['claim 3', 'claim 12', 'send r0', 'claim 12', 'send r3', 'send r3']);
     events.length = 0;
     mock.timers.tick(5000);
