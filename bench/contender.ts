@@ -14,9 +14,10 @@ import LokiTransport from 'winston-loki';
 import { Logtail } from '@logtail/node';
 import { LogtailTransport } from '@logtail/winston';
 import { VectorTransport } from '../dist/index.js';
+import { FloorTransport } from './floor';
 import { MESSAGE, record } from './workload';
 
-export type ContenderName = 'noop' | 'file' | 'http-batch' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000';
+export type ContenderName = 'noop' | 'file' | 'http-batch' | 'http-batch1000' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000' | 'floor';
 
 interface Settings {
   name: ContenderName;
@@ -43,7 +44,15 @@ function transportFor(s: Settings): TransportStream & { close?: () => unknown } 
       mkdirSync(s.dir, { recursive: true });
       return new winston.transports.File({ filename: join(s.dir, 'app.log') });
     case 'http-batch':
-      return new winston.transports.Http({ host: url.hostname, port: Number(url.port), path: '/', batch: true, batchCount: 100, batchInterval: 5000 });
+    case 'http-batch1000':
+      return new winston.transports.Http({
+        host: url.hostname,
+        port: Number(url.port),
+        path: '/',
+        batch: true,
+        batchCount: s.name === 'http-batch1000' ? 1000 : 100,
+        batchInterval: 5000,
+      });
     case 'winston-loki':
       return new LokiTransport({ host: s.url.replace(/\/$/, ''), json: true, batching: true, interval: 5, labels: { app: 'bench' }, gracefulShutdown: false, onConnectionError: () => undefined });
     case 'logtail':
@@ -61,6 +70,8 @@ function transportFor(s: Settings): TransportStream & { close?: () => unknown } 
         ...(s.phase === 'throughput' ? {} : { maxQueueBytes: 1024 ** 3 }),
         closeTimeout: s.phase === 'throughput' ? 60_000 : 0,
       });
+    case 'floor':
+      return new FloorTransport(s.url, join(s.dir, 'queue.db'));
   }
 }
 
@@ -138,9 +149,9 @@ async function main(): Promise<void> {
     const accepted = acceptedAll(transport, settings.n);
     await new Promise<void>((resolve) => logWorkload(logger, settings.n, resolve, settings.phase === 'memory'));
     await accepted;
-    // VectorTransport calls back before the commit (while under its highWaterMark): its figure
+    // VectorTransport (and the floor) call back before the commit (VectorTransport while under its highWaterMark): the figure
     // runs until every record is in the queue file.
-    if (transport instanceof VectorTransport) await transport.committed();
+    if (transport instanceof VectorTransport || transport instanceof FloorTransport) await transport.committed();
     const produced = Date.now() - started;
     clearInterval(sampler);
     rss.push(process.memoryUsage().rss);

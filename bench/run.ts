@@ -10,117 +10,30 @@
  * slow while the receiver is down), and three would take the whole run past ten minutes.
  *
  * Environment: BENCH_N (records per throughput run, 100000), BENCH_RUNS (runs per figure, median; 3),
- * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders),
+ * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders;
+ * `floor`, bench/floor.ts, runs only when named there),
  * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import zlib from 'node:zlib';
 import type { ContenderName } from './contender';
+import { CountingReceiver } from './receiver';
 
 const N = Number(process.env.BENCH_N ?? 100_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const MEM_N = Number(process.env.BENCH_MEM_N ?? 1_000_000);
-const ALL: ContenderName[] = ['noop', 'file', 'http-batch', 'winston-loki', 'logtail', 'vector', 'vector-batch1000'];
+const ALL: ContenderName[] = ['noop', 'file', 'http-batch', 'http-batch1000', 'winston-loki', 'logtail', 'vector', 'vector-batch1000'];
 const ONLY = process.env.BENCH_ONLY?.split(',') as ContenderName[] | undefined;
-const CONTENDERS = ALL.filter((c) => !ONLY || ONLY.includes(c));
-const NETWORK = new Set<ContenderName>(['http-batch', 'winston-loki', 'logtail', 'vector', 'vector-batch1000']);
+/** Run only when BENCH_ONLY names it: `floor` (bench/floor.ts) is a measurement of the machine, not a contender. */
+const ON_REQUEST: ContenderName[] = ['floor'];
+const CONTENDERS = [...ALL, ...ON_REQUEST].filter((c) => (ONLY ? ONLY.includes(c) : !ON_REQUEST.includes(c)));
+const NETWORK = new Set<ContenderName>(['http-batch', 'http-batch1000', 'winston-loki', 'logtail', 'vector', 'vector-batch1000', 'floor']);
 /** Keeps what it accepted across a crash (the records are on disk before the callback). */
 const DURABLE = new Set<ContenderName>(['vector', 'vector-batch1000']);
-
-/** Counts the records in a body, whatever the contender's format. */
-function countRecords(body: Buffer, headers: http.IncomingHttpHeaders): number {
-  let raw = body;
-  if (headers['content-encoding'] === 'gzip') raw = zlib.gunzipSync(raw);
-  if (String(headers['content-type']).includes('msgpack')) {
-    const b = raw[0]!;
-    if (b >= 0x90 && b <= 0x9f) return b - 0x90;
-    if (b === 0xdc) return raw.readUInt16BE(1);
-    if (b === 0xdd) return raw.readUInt32BE(1);
-    return 1;
-  }
-  const text = raw.toString('utf8');
-  if (String(headers['content-type']).includes('ndjson')) return text.split('\n').filter(Boolean).length;
-  const value = JSON.parse(text) as unknown;
-  if (Array.isArray(value)) return value.length;
-  const streams = (value as { streams?: Array<{ values: unknown[] }> }).streams;
-  if (streams) return streams.reduce((n, s) => n + s.values.length, 0);
-  return 1;
-}
-
-class CountingReceiver {
-  count = 0;
-  requests = 0;
-  private server: http.Server | undefined;
-  port = 0;
-  private waiters: Array<{ n: number; resolve: (at: number) => void }> = [];
-
-  async up(): Promise<void> {
-    const server = http.createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        this.requests++;
-        try {
-          this.count += countRecords(Buffer.concat(chunks), req.headers);
-        } catch {
-          // not a body we can read: still a 2xx, as the task says
-        }
-        res.writeHead(200).end();
-        const now = Date.now();
-        this.waiters = this.waiters.filter((w) => (this.count >= w.n ? (w.resolve(now), false) : true));
-      });
-    });
-    server.keepAliveTimeout = 30_000;
-    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
-    this.port = (server.address() as AddressInfo).port;
-    this.server = server;
-  }
-
-  async down(): Promise<void> {
-    const s = this.server;
-    this.server = undefined;
-    if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-  }
-
-  /** Time at which `n` records had arrived, or undefined if they did not within `timeoutMs` of no progress. */
-  reached(n: number, stallMs: number): Promise<number | undefined> {
-    if (this.count >= n) return Promise.resolve(Date.now());
-    return new Promise((resolve) => {
-      let last = this.count;
-      const started = Date.now();
-      const progress = process.env.BENCH_VERBOSE
-        ? setInterval(() => process.stderr.write(`  ${Math.round((Date.now() - started) / 1000)}s: ${this.count}/${n}\n`), 5000)
-        : undefined;
-      const timer = setInterval(() => {
-        if (this.count === last) {
-          clearInterval(timer);
-          clearInterval(progress);
-          resolve(undefined);
-        }
-        last = this.count;
-      }, stallMs);
-      this.waiters.push({
-        n,
-        resolve: (at) => {
-          clearInterval(timer);
-          clearInterval(progress);
-          resolve(at);
-        },
-      });
-    });
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${this.port}/`;
-  }
-}
+/** Batch-size variants: throughput runs only (the outage run is their transport's, with defaults). */
+const THROUGHPUT_ONLY = new Set<ContenderName>(['http-batch1000', 'vector-batch1000', 'floor']);
 
 interface Report {
   started?: number;
@@ -281,7 +194,7 @@ async function main(): Promise<void> {
   const receiver = new CountingReceiver();
   await receiver.up();
   const results = await throughput(receiver);
-  for (const name of CONTENDERS.filter((c) => NETWORK.has(c) && c !== 'vector-batch1000')) {
+  for (const name of CONTENDERS.filter((c) => NETWORK.has(c) && !THROUGHPUT_ONLY.has(c))) {
     process.stderr.write(`memory with the receiver down: ${name}\n`);
     results[name]!.memory = await memory(name, receiver, DURABLE.has(name) ? RUNS : 1);
   }

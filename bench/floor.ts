@@ -1,0 +1,154 @@
+/**
+ * `floor`: not a contender of the table, and not how VectorTransport works. A stripped-down durable
+ * pipeline that measures how fast any design of this kind can deliver on the machine at hand, so a
+ * target can be told apart from what the machine allows. Run it beside the others:
+ * `BENCH_ONLY=http-batch1000,vector-batch1000,floor npm run bench`.
+ *
+ * It keeps what VectorTransport must pay for per record, and drops the rest:
+ * - kept: the same record text (buildRecord), written to the same reused chunks and committed to
+ *   SQLite in one INSERT per burst (the same statement, in WAL mode), `batchSize: 1000`, a JSON
+ *   array body compressed with gzip level 1, sent with axios over one keep-alive connection, one
+ *   request in flight (records arrive in order), the rows deleted after each 2xx;
+ * - dropped: the claim. Rows are inserted already leased and shipped from memory, so nothing is
+ *   read back from SQLite. Also dropped: retries, renewing leases, taking over leases of dead
+ *   processes, overflow, dead letters, requests held while the logger commits a burst. It throws
+ *   on a non-2xx. It is not crash-complete: never use it for anything but this measurement.
+ */
+import http from 'node:http';
+import { gzipSync } from 'node:zlib';
+import axios, { type AxiosInstance } from 'axios';
+import sqlite3 from 'sqlite3';
+import TransportStream from 'winston-transport';
+import { BatchWriter, type RecordBatch } from '../dist/batch.js';
+import { LevelTable } from '../dist/levels.js';
+import { buildRecord, type RecordContext } from '../dist/record.js';
+
+const BATCH = 1000;
+
+export class FloorTransport extends TransportStream {
+  private readonly db: sqlite3.Database;
+  private readonly ready: Promise<void>;
+  private readonly ctx: RecordContext = {
+    project: 'bench',
+    table: 'logs',
+    extraFields: {},
+    idField: undefined,
+    maxRecordBytes: 1024 * 1024,
+    levels: new LevelTable(undefined, {}),
+  };
+  private readonly writer = new BatchWriter();
+  private texts: string[] = [];
+  private scheduled = false;
+  /** SQLite work, one statement at a time, in order. */
+  private tail: Promise<unknown>;
+  private readonly outbox: Array<{ first: number; texts: string[] }> = [];
+  private sending = false;
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  private readonly client: AxiosInstance;
+
+  constructor(
+    private readonly url: string,
+    dbPath: string,
+  ) {
+    super();
+    this.client = axios.create({
+      headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip' },
+      httpAgent: this.agent,
+      proxy: false,
+      maxRedirects: 0,
+      maxBodyLength: Infinity,
+      responseType: 'text',
+      validateStatus: () => true,
+    });
+    this.db = new sqlite3.Database(dbPath);
+    this.ready = this.run(`PRAGMA journal_mode=WAL`)
+      .then(() => this.run('PRAGMA synchronous=NORMAL'))
+      .then(() =>
+        this.run(
+          `CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL, created_at INTEGER NOT NULL,
+           lease_owner TEXT, lease_until INTEGER NOT NULL DEFAULT 0, notice_reason TEXT, notice_count INTEGER)`,
+        ),
+      )
+      .then(() => undefined);
+    this.tail = this.ready;
+  }
+
+  override log(info: Record<string, unknown>, callback: () => void): void {
+    const text = buildRecord(info, this.ctx, Date.now());
+    this.texts.push(text);
+    this.writer.write(text);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.commit());
+    }
+    callback();
+  }
+
+  /** Resolves once every record logged so far is committed. */
+  committed(): Promise<void> {
+    return new Promise((resolve) => setImmediate(() => resolve(this.tail.then(() => undefined))));
+  }
+
+  /** Resolves once everything committed so far is delivered and deleted. */
+  override async close(): Promise<void> {
+    await this.committed();
+    while (this.sending || this.outbox.length > 0) await new Promise((r) => setTimeout(r, 5));
+    await this.tail;
+    await new Promise<void>((resolve) => this.db.close(() => resolve()));
+    this.agent.destroy();
+  }
+
+  private run(sql: string, params: unknown[] = []): Promise<sqlite3.RunResult> {
+    return new Promise((resolve, reject) =>
+      this.db.run(sql, params, function (this: sqlite3.RunResult, err: Error | null) {
+        if (err) reject(err);
+        else resolve(this);
+      }),
+    );
+  }
+
+  private commit(): void {
+    this.scheduled = false;
+    const texts = this.texts;
+    this.texts = [];
+    const rows = this.writer.take();
+    this.tail = this.tail.then(async () => {
+      const result = await this.run(...insertLeased(rows, Date.now()));
+      this.writer.recycle(rows);
+      // One statement on one connection: the rows' ids are consecutive, in the order of logging.
+      const first = result.lastID - texts.length + 1;
+      for (let i = 0; i < texts.length; i += BATCH) this.outbox.push({ first: first + i, texts: texts.slice(i, i + BATCH) });
+      void this.send();
+    });
+  }
+
+  private async send(): Promise<void> {
+    if (this.sending) return;
+    this.sending = true;
+    while (this.outbox.length > 0) {
+      const batch = this.outbox.shift()!;
+      const res = await this.client.post(this.url, gzipSync(`[${batch.texts.join(',')}]`, { level: 1 }));
+      if (res.status >= 300) throw new Error(`floor: HTTP ${res.status}`);
+      const last = batch.first + batch.texts.length - 1;
+      this.tail = this.tail.then(() => this.run('DELETE FROM records WHERE id BETWEEN ? AND ?', [batch.first, last]));
+    }
+    this.sending = false;
+  }
+}
+
+/** VectorTransport's INSERT of a burst (lib/queue.ts), with the rows leased to this process. */
+function insertLeased(rows: RecordBatch, now: number): [string, unknown[]] {
+  const params: unknown[] = [now];
+  let values = '';
+  rows.forEachPart(
+    (offset, length) => (values += `(${params.length + 1},${offset + 1},${length}),`),
+    (bytes) => params.push(bytes),
+  );
+  let pick = '';
+  for (let p = 2; p <= params.length; p++) pick += ` WHEN ${p} THEN ?${p}`;
+  return [
+    `INSERT INTO records (body, created_at, lease_owner, lease_until)
+     SELECT CAST(substr(CASE column1${pick} END, column2, column3) AS TEXT), ?1, 'floor', ?1 + 180000 FROM (VALUES ${values.slice(0, -1)})`,
+    params,
+  ];
+}
