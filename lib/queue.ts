@@ -96,7 +96,7 @@ export const PARTS_PER_INSERT = 64;
  * TEXT (the bytes are UTF-8). VALUES rows are inserted in their order, so ids follow the order of
  * logging. node-sqlite3 copies the bound bytes before `run` returns, so the chunks can be reused.
  */
-function insertStatement(rows: RecordBatch, now: number): [string, unknown[]] {
+export function insertStatement(rows: RecordBatch, now: number): [string, unknown[]] {
   const params: unknown[] = [now];
   let values = '';
   rows.forEachPart(
