@@ -149,8 +149,8 @@ async function main(): Promise<void> {
     const accepted = acceptedAll(transport, settings.n);
     await new Promise<void>((resolve) => logWorkload(logger, settings.n, resolve, settings.phase === 'memory'));
     await accepted;
-    // VectorTransport (and the floor) call back before the commit (VectorTransport while under its highWaterMark): the figure
-    // runs until every record is in the queue file.
+    // VectorTransport calls back before the commit (while under its highWaterMark), the floor always:
+    // their figure runs until every record is in the queue file.
     if (transport instanceof VectorTransport || transport instanceof FloorTransport) await transport.committed();
     const produced = Date.now() - started;
     clearInterval(sampler);

@@ -7,30 +7,28 @@
  * It keeps what VectorTransport must pay for per record, and drops the rest:
  * - kept: the same record text (buildRecord), written to the same reused chunks and committed to
  *   SQLite in one INSERT per burst (the same statement, in WAL mode), `batchSize: 1000`, a JSON
- *   array body compressed with gzip level 1, sent with axios over one keep-alive connection, one
- *   request in flight (records arrive in order), the rows deleted after each 2xx;
+ *   array body compressed with gzip level 1, sent by VectorTransport's own shipper (axios, one
+ *   keep-alive connection), one request in flight (records arrive in order), the rows deleted
+ *   after each 2xx;
  * - dropped: the claim. Rows are shipped from memory as soon as they are committed, so nothing is
  *   read back from SQLite. (A real design would insert them leased to this process; they are
  *   inserted with VectorTransport's own statement, without the few bytes a row of the lease.)
  *   Also dropped: retries, renewing leases, taking over leases of dead processes, overflow, dead
- *   letters, requests held while the logger commits a burst. It throws on a non-2xx. It is not
+ *   letters, requests held while the logger commits a burst. It throws on anything but a 2xx. It is not
  *   crash-complete: never use it for anything but this measurement.
  */
-import http from 'node:http';
-import { gzipSync } from 'node:zlib';
-import axios, { type AxiosInstance } from 'axios';
 import sqlite3 from 'sqlite3';
 import TransportStream from 'winston-transport';
 import { BatchWriter } from '../dist/batch.js';
 import { LevelTable } from '../dist/levels.js';
 import { insertStatement } from '../dist/queue.js';
 import { buildRecord, type RecordContext } from '../dist/record.js';
+import { HttpShipper } from '../dist/shipper.js';
 
 const BATCH = 1000;
 
 export class FloorTransport extends TransportStream {
   private readonly db: sqlite3.Database;
-  private readonly ready: Promise<void>;
   private readonly ctx: RecordContext = {
     project: 'bench',
     table: 'logs',
@@ -46,25 +44,14 @@ export class FloorTransport extends TransportStream {
   private tail: Promise<unknown>;
   private readonly outbox: Array<{ first: number; texts: string[] }> = [];
   private sending = false;
-  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  private readonly client: AxiosInstance;
+  private readonly shipper: HttpShipper;
 
-  constructor(
-    private readonly url: string,
-    dbPath: string,
-  ) {
+  constructor(url: string, dbPath: string) {
     super();
-    this.client = axios.create({
-      headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip' },
-      httpAgent: this.agent,
-      proxy: false,
-      maxRedirects: 0,
-      maxBodyLength: Infinity,
-      responseType: 'text',
-      validateStatus: () => true,
-    });
+    // VectorTransport's own shipper, with its defaults: a JSON array, gzip, axios, keep-alive.
+    this.shipper = new HttpShipper({ url, authorization: undefined, headers: {}, timeout: 10_000, body: 'json', compression: 'gzip' });
     this.db = new sqlite3.Database(dbPath);
-    this.ready = this.run(`PRAGMA journal_mode=WAL`)
+    this.tail = this.run(`PRAGMA journal_mode=WAL`)
       .then(() => this.run('PRAGMA synchronous=NORMAL'))
       .then(() =>
         this.run(
@@ -73,7 +60,6 @@ export class FloorTransport extends TransportStream {
         ),
       )
       .then(() => undefined);
-    this.tail = this.ready;
   }
 
   override log(info: Record<string, unknown>, callback: () => void): void {
@@ -98,7 +84,7 @@ export class FloorTransport extends TransportStream {
     while (this.sending || this.outbox.length > 0) await new Promise((r) => setTimeout(r, 5));
     await this.tail;
     await new Promise<void>((resolve) => this.db.close(() => resolve()));
-    this.agent.destroy();
+    this.shipper.close();
   }
 
   private run(sql: string, params: unknown[] = []): Promise<sqlite3.RunResult> {
@@ -130,8 +116,8 @@ export class FloorTransport extends TransportStream {
     this.sending = true;
     while (this.outbox.length > 0) {
       const batch = this.outbox.shift()!;
-      const res = await this.client.post(this.url, gzipSync(`[${batch.texts.join(',')}]`, { level: 1 }));
-      if (res.status >= 300) throw new Error(`floor: HTTP ${res.status}`);
+      const result = await this.shipper.send(batch.texts);
+      if (result.action !== 'delivered') throw new Error(`floor: ${result.detail ?? result.action}`);
       const last = batch.first + batch.texts.length - 1;
       this.tail = this.tail.then(() => this.run('DELETE FROM records WHERE id BETWEEN ? AND ?', [batch.first, last]));
     }

@@ -1,7 +1,6 @@
 /**
  * The benchmark's receiver: accepts any body with a 2xx and counts the records in it, whatever the
- * contender's format. bench/run.ts and bench/floor.ts run it in their own process, apart from the
- * contender's.
+ * contender's format. bench/run.ts runs it in its own process, apart from the contenders'.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
