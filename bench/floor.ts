@@ -21,7 +21,7 @@ import sqlite3 from 'sqlite3';
 import TransportStream from 'winston-transport';
 import { BatchWriter } from '../dist/batch.js';
 import { LevelTable } from '../dist/levels.js';
-import { insertStatement } from '../dist/queue.js';
+import { SCHEMA, insertStatement } from '../dist/queue.js';
 import { buildRecord, type RecordContext } from '../dist/record.js';
 import { HttpShipper } from '../dist/shipper.js';
 
@@ -44,6 +44,8 @@ export class FloorTransport extends TransportStream {
   private tail: Promise<unknown>;
   private readonly outbox: Array<{ first: number; texts: string[] }> = [];
   private sending = false;
+  /** The send loop running or last run. */
+  private sent: Promise<void> = Promise.resolve();
   private readonly shipper: HttpShipper;
 
   constructor(url: string, dbPath: string) {
@@ -51,15 +53,10 @@ export class FloorTransport extends TransportStream {
     // VectorTransport's own shipper, with its defaults: a JSON array, gzip, axios, keep-alive.
     this.shipper = new HttpShipper({ url, authorization: undefined, headers: {}, timeout: 10_000, body: 'json', compression: 'gzip' });
     this.db = new sqlite3.Database(dbPath);
-    this.tail = this.run(`PRAGMA journal_mode=WAL`)
-      .then(() => this.run('PRAGMA synchronous=NORMAL'))
-      .then(() =>
-        this.run(
-          `CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL, created_at INTEGER NOT NULL,
-           lease_owner TEXT, lease_until INTEGER NOT NULL DEFAULT 0, notice_reason TEXT, notice_count INTEGER)`,
-        ),
-      )
-      .then(() => undefined);
+    // VectorTransport's own tables, in the same journal mode and at its default synchronous level.
+    this.tail = new Promise<void>((resolve, reject) =>
+      this.db.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; ${SCHEMA}`, (err) => (err ? reject(err) : resolve())),
+    );
   }
 
   override log(info: Record<string, unknown>, callback: () => void): void {
@@ -81,7 +78,8 @@ export class FloorTransport extends TransportStream {
   /** Resolves once everything committed so far is delivered and deleted. */
   override async close(): Promise<void> {
     await this.committed();
-    while (this.sending || this.outbox.length > 0) await new Promise((r) => setTimeout(r, 5));
+    // The last commit has called send(): its batches are in this loop.
+    await this.sent;
     await this.tail;
     await new Promise<void>((resolve) => this.db.close(() => resolve()));
     this.shipper.close();
@@ -107,13 +105,18 @@ export class FloorTransport extends TransportStream {
       // One statement on one connection: the rows' ids are consecutive, in the order of logging.
       const first = result.lastID - texts.length + 1;
       for (let i = 0; i < texts.length; i += BATCH) this.outbox.push({ first: first + i, texts: texts.slice(i, i + BATCH) });
-      void this.send();
+      this.send();
     });
   }
 
-  private async send(): Promise<void> {
+  /** Starts the send loop unless it runs: it takes batches pushed while it waits too. */
+  private send(): void {
     if (this.sending) return;
     this.sending = true;
+    this.sent = this.sendAll();
+  }
+
+  private async sendAll(): Promise<void> {
     while (this.outbox.length > 0) {
       const batch = this.outbox.shift()!;
       const result = await this.shipper.send(batch.texts);

@@ -109,7 +109,8 @@ export function insertStatement(rows: RecordBatch, now: number): [string, unknow
   return [sql, params];
 }
 
-const SCHEMA = `
+/** The queue file's tables (bench/floor.ts makes the same file). */
+export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS records (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   body TEXT NOT NULL,
