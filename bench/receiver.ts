@@ -28,7 +28,6 @@ export function countRecords(body: Buffer, headers: http.IncomingHttpHeaders): n
 
 export class CountingReceiver {
   count = 0;
-  requests = 0;
   private server: http.Server | undefined;
   port = 0;
   private waiters: Array<{ n: number; resolve: (at: number) => void }> = [];
@@ -38,7 +37,6 @@ export class CountingReceiver {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        this.requests++;
         try {
           this.count += countRecords(Buffer.concat(chunks), req.headers);
         } catch {
