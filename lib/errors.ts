@@ -1,3 +1,5 @@
+import { NO_SECRETS } from './secrets';
+
 /**
  * Raised (as a `'warn'` event, or a rejected promise where the caller asked
  * for delivery) when a batch could not be delivered. The message and every
@@ -7,7 +9,10 @@ export class VectorDeliveryError extends Error {
   override readonly name = 'VectorDeliveryError';
   /** HTTP status of the answer, when there was one. */
   readonly status: number | undefined;
-  /** What the transport does about it: `retry`, `split`, `rejected` or `blocked`. */
+  /**
+   * What the transport does about it: `retry`, `blocked`, `dead-letter` (one record moved to the
+   * dead-letter table), or `unanswered` (requests got no answer and their records were sent again).
+   */
   readonly action: string;
   /** Number of records in the request that failed. */
   readonly records: number;
@@ -30,7 +35,7 @@ export class VectorQueueError extends Error {
 
 /** Removes userinfo from any URL-looking text so credentials never leak into messages. */
 export function redact(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/\s@]*@/gi, '$1***@');
+  return NO_SECRETS.redact(text);
 }
 
 /**

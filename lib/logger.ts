@@ -1,4 +1,5 @@
 import winston from 'winston';
+import { guardLogger } from './guard';
 import { LogLevel } from './levels';
 import type { VectorTransportOptions } from './options';
 import { type FlushResult, type TransportStats, VectorTransport } from './transport';
@@ -51,7 +52,7 @@ export function createVectorLogger(options: VectorLoggerOptions): VectorLogger {
   // No logger format: winston's default json() runs before any transport and throws on a throwing
   // getter; the transport serializes every record by itself, safely.
   const passThrough = winston.format((info) => info)();
-  const logger = winston.createLogger({ levels: PYTHON_LEVELS, level: name, defaultMeta, format: passThrough, transports: [transport] });
+  const logger = guardLogger(winston.createLogger({ levels: PYTHON_LEVELS, level: name, defaultMeta, format: passThrough, transports: [transport] }));
   const winstonClose = logger.close.bind(logger);
   let closing: Promise<void> | undefined;
   return Object.assign(logger, {

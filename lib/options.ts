@@ -1,6 +1,6 @@
 import type { AgentOptions } from 'node:https';
 import type { TransportStreamOptions } from 'winston-transport';
-import { redact } from './errors';
+import { collectSecrets, describeRefusedUrl, type Secrets } from './secrets';
 
 /** Options of {@link VectorTransport}. Durations are milliseconds. */
 export interface VectorTransportOptions extends TransportStreamOptions {
@@ -24,8 +24,14 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   maxRetryDelay?: number;
   /** Fields merged at the top level of every record. A key that collides with a record field is refused. */
   extraFields?: Record<string, unknown>;
-  /** Extra request headers. */
+  /**
+   * Extra request headers. The values of `Authorization`, `Proxy-Authorization`, `Cookie` and of any
+   * header whose name holds `token`, `key`, `secret`, `auth`, `passw`, `session` or `signature` are
+   * secrets: they never appear in errors, warnings, stats, the queue file or CLI output.
+   */
   headers?: Record<string, string>;
+  /** More header names whose values are secrets (case-insensitive). Default none. */
+  secretHeaders?: string[];
   /** Per-request timeout, in ms. Default 10000. */
   timeout?: number;
   /** Request body: `'json'` (a JSON array on one line, default) or `'ndjson'` (one record per line). */
@@ -98,6 +104,8 @@ export interface ResolvedOptions {
   readonly maxAge: number | undefined;
   readonly maxDeadLetters: number;
   readonly leaseTimeout: number;
+  /** Every secret the options hold, to take out of any text that leaves the process. */
+  readonly secrets: Secrets;
 }
 
 /** Keys every record owns; `extraFields` may not use them. */
@@ -156,7 +164,7 @@ function resolveUrl(raw: unknown): { url: string; authorization: string | undefi
   try {
     parsed = new URL(raw);
   } catch {
-    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(redact(raw))}`);
+    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(describeRefusedUrl(raw))}`);
   }
   let authorization: string | undefined;
   if (parsed.username !== '' || parsed.password !== '') {
@@ -167,7 +175,7 @@ function resolveUrl(raw: unknown): { url: string; authorization: string | undefi
     parsed.password = '';
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(parsed.href)}`);
+    throw new TypeError(`\`vectorUrl\` must be an http(s) URL, got ${show(raw.includes('@') ? describeRefusedUrl(raw) : parsed.href)}`);
   }
   return { url: parsed.href, authorization };
 }
@@ -201,6 +209,11 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     }
   }
 
+  const secretHeaders = options.secretHeaders ?? [];
+  if (!Array.isArray(secretHeaders) || secretHeaders.some((h) => typeof h !== 'string')) {
+    throw new TypeError(`\`secretHeaders\` must be an array of header names, got ${show(secretHeaders)}`);
+  }
+
   const levelNumbers = plainObject('levelNumbers', options.levelNumbers);
   for (const [key, value] of Object.entries(levelNumbers)) {
     if (typeof value !== 'number' || !Number.isFinite(value)) {
@@ -216,6 +229,14 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
 
   const maxRetries = integer('maxRetries', options.maxRetries, 3, 1);
   const timeout = integer('timeout', options.timeout, 10_000, 1);
+  const tls = plainObject('tls', options.tls) as TlsOptions;
+  const secrets = collectSecrets({
+    rawUrl: options.vectorUrl,
+    authorization,
+    headers: headers as Record<string, string>,
+    secretHeaders,
+    passphrase: typeof tls.passphrase === 'string' ? tls.passphrase : undefined,
+  });
   return Object.freeze({
     url,
     authorization,
@@ -237,12 +258,13 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     idField,
     maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, 1024 * 1024, 1024),
     synchronous: oneOf('synchronous', options.synchronous, 'normal', ['normal', 'full'] as const),
-    tls: Object.freeze({ ...(plainObject('tls', options.tls) as TlsOptions) }),
+    tls: Object.freeze({ ...tls }),
     highWaterMark: integer('highWaterMark', options.highWaterMark, 16_384, 1),
     maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, 256 * 1024 * 1024, 64 * 1024),
     overflow: oneOf('overflow', options.overflow, 'drop-oldest', ['drop-oldest', 'drop-newest'] as const),
     maxAge: options.maxAge === undefined ? undefined : integer('maxAge', options.maxAge, 0, 1),
     maxDeadLetters: integer('maxDeadLetters', options.maxDeadLetters, 10_000, 0),
     leaseTimeout: integer('leaseTimeout', options.leaseTimeout, maxRetries * (timeout + maxRetryDelay) + 60_000, 100),
+    secrets,
   });
 }

@@ -8,6 +8,7 @@
  * never sends them), and acknowledgements to real sinks (scripted with `reject()` and `script()`).
  */
 import { EventEmitter } from 'node:events';
+import { isUtf8 } from 'node:buffer';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -25,6 +26,7 @@ export interface ReceiverOptions {
   decoding?: Decoding;
   /** Default `/`. */
   path?: string;
+  /** Vector's `strict_path`: 404 for a path other than `path`. Default true, as Vector. */
   strictPath?: boolean;
   /** Basic auth Vector will demand. */
   auth?: { username: string; password: string };
@@ -84,7 +86,7 @@ export class VectorReceiver extends EventEmitter {
     this.options = {
       decoding: options.decoding ?? 'json',
       path: options.path ?? '/',
-      strictPath: options.strictPath ?? false,
+      strictPath: options.strictPath ?? true,
       auth: options.auth,
       tls: options.tls,
       requireHeaders: options.requireHeaders,
@@ -273,6 +275,8 @@ export class VectorReceiver extends EventEmitter {
 
     let events: Event[];
     try {
+      // serde_json reads bytes: invalid UTF-8 fails to decode (Node would make it U+FFFD).
+      if (this.options.decoding !== 'bytes' && !isUtf8(decoded)) throw new Error('invalid unicode code point');
       events = this.decode(decoded.toString('utf8'));
     } catch (err) {
       return json(400, `Failed decoding body: ${(err as Error).message}`);
@@ -304,7 +308,7 @@ export class VectorReceiver extends EventEmitter {
         return text.split('\n').filter((l) => l !== '').map((message) => ({ message }));
       case 'json-bytes': {
         try {
-          return spread(JSON.parse(text));
+          return spread(strictParse(text));
         } catch (err) {
           // serde_json reads the first value, then complains about what follows it.
           const firstLine = text.slice(0, text.indexOf('\n'));
@@ -316,14 +320,32 @@ export class VectorReceiver extends EventEmitter {
         return text
           .split('\n')
           .filter((l) => l.trim() !== '')
-          .flatMap((line) => spread(JSON.parse(line)));
+          .flatMap((line, i) => spread(strictParse(line, i + 1)));
     }
   }
 }
 
+/**
+ * JSON.parse, refusing what serde_json refuses and JSON.parse takes: a `\udXXX` escape that is not
+ * half of a surrogate pair (Node's JSON.stringify writes exactly those for lone surrogates).
+ */
+function strictParse(text: string, line = 1): unknown {
+  const value: unknown = JSON.parse(text);
+  if (!wellFormedDeep(value)) throw new Error(`lone leading surrogate in hex escape at line ${line}`);
+  return value;
+}
+
+function wellFormedDeep(value: unknown): boolean {
+  if (typeof value === 'string') return value.isWellFormed();
+  if (value === null || typeof value !== 'object') return true;
+  if (Array.isArray(value)) return value.every(wellFormedDeep);
+  for (const [k, v] of Object.entries(value)) if (!k.isWellFormed() || !wellFormedDeep(v)) return false;
+  return true;
+}
+
 function isJson(text: string): boolean {
   try {
-    JSON.parse(text);
+    strictParse(text);
     return true;
   } catch {
     return false;

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { LevelInfo, LevelTable } from './levels';
-import { isPlainJson, renderMessage, safeString, toJson } from './serialize';
+import { isPlainJson, renderMessage, safeString, toJson, wellFormed } from './serialize';
 
 /** What every record of one transport shares. */
 export interface RecordContext {
@@ -109,11 +109,11 @@ const levelFragments = new WeakMap<LevelInfo, string>();
 function fragmentsOf(ctx: RecordContext): { projectTable: string; tail: string; idKey: string } {
   let f = fragments.get(ctx);
   if (!f) {
-    const tail = JSON.stringify(ctx.extraFields).slice(1, -1);
+    const tail = JSON.stringify(wellFormed(ctx.extraFields)).slice(1, -1);
     f = {
-      projectTable: `,"project":${JSON.stringify(ctx.project)},"table":${JSON.stringify(ctx.table)}`,
+      projectTable: `,"project":${JSON.stringify(ctx.project.toWellFormed())},"table":${JSON.stringify(ctx.table.toWellFormed())}`,
       tail: tail === '' ? '' : `,${tail}`,
-      idKey: ctx.idField === undefined ? '' : `,${JSON.stringify(ctx.idField)}:`,
+      idKey: ctx.idField === undefined ? '' : `,${JSON.stringify(ctx.idField.toWellFormed())}:`,
     };
     fragments.set(ctx, f);
   }
@@ -128,7 +128,7 @@ function asText(p: Parts, ctx: RecordContext): string {
   const f = fragmentsOf(ctx);
   let level = levelFragments.get(p.level);
   if (level === undefined) {
-    level = `"level":${JSON.stringify(p.level.name)},"level_num":${JSON.stringify(p.level.num)}`;
+    level = `"level":${JSON.stringify(p.level.name.toWellFormed())},"level_num":${JSON.stringify(p.level.num)}`;
     levelFragments.set(p.level, level);
   }
   let text = `{"timestamp":"${p.timestamp}",${level},"message":${JSON.stringify(p.message)}${f.projectTable}`;
@@ -142,16 +142,31 @@ function asText(p: Parts, ctx: RecordContext): string {
 function asObject(p: Parts, ctx: RecordContext): Record<string, unknown> {
   const record: Record<string, unknown> = {
     timestamp: p.timestamp,
-    level: p.level.name,
+    level: p.level.name.toWellFormed(),
     level_num: p.level.num,
     message: p.message,
-    project: ctx.project,
-    table: ctx.table,
+    project: ctx.project.toWellFormed(),
+    table: ctx.table.toWellFormed(),
   };
   if (p.extra !== undefined) record.extra = p.extra;
   if (p.exception !== undefined) record.exception = p.exception;
-  if (ctx.idField !== undefined) record[ctx.idField] = p.id;
-  return Object.assign(record, ctx.extraFields);
+  if (ctx.idField !== undefined) record[ctx.idField.toWellFormed()] = p.id;
+  return Object.assign(record, wellFormed(ctx.extraFields));
+}
+
+/**
+ * The parts with every lone UTF-16 surrogate (message, exception, `extra`'s keys and strings)
+ * replaced by U+FFFD, so the text is valid for a strict JSON parser: `JSON.stringify` writes a lone
+ * surrogate as a `\udXXX` escape, which Vector's decoder rejects. Copies; the caller's objects are
+ * never changed.
+ */
+function wellFormedParts(p: Parts): Parts {
+  return {
+    ...p,
+    message: p.message.toWellFormed(),
+    exception: p.exception?.toWellFormed(),
+    extra: p.extra === undefined ? undefined : (wellFormed(p.extra) as Record<string, unknown>),
+  };
 }
 
 /**
@@ -159,11 +174,19 @@ function asObject(p: Parts, ctx: RecordContext): Record<string, unknown> {
  * Never throws: anything a caller passes is rendered or described.
  */
 export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, now = Date.now()): string {
-  const parts = collect(info, ctx, now);
-  const text = asText(parts, ctx);
+  let parts = collect(info, ctx, now);
+  let text = asText(parts, ctx);
+  // JSON.stringify escapes a lone surrogate as `\udXXX` (lower-case hex): only then is there
+  // anything to mend (or an escaped backslash before "ud", which mending leaves as it is).
+  if (text.includes('\\ud')) {
+    parts = wellFormedParts(parts);
+    text = asText(parts, ctx);
+  }
   // A UTF-16 unit is at most 3 bytes in UTF-8: most records are known to fit without counting.
-  if (text.length * 3 <= ctx.maxRecordBytes || Buffer.byteLength(text) <= ctx.maxRecordBytes) return text;
-  return truncate(asObject(parts, ctx), ctx.maxRecordBytes);
+  if (text.length * 3 <= ctx.maxRecordBytes) return text;
+  const bytes = Buffer.byteLength(text);
+  if (bytes <= ctx.maxRecordBytes) return text;
+  return truncate(asObject(parts, ctx), ctx.maxRecordBytes, bytes);
 }
 
 function read(obj: Record<string, unknown>, key: string): unknown {
@@ -175,50 +198,106 @@ function read(obj: Record<string, unknown>, key: string): unknown {
 }
 
 const MARK = '…[truncated]';
+const MARK_BYTES = Buffer.byteLength(MARK);
 
-function cut(text: string, bytes: number): string {
-  if (Buffer.byteLength(text) <= bytes) return text;
-  // Characters ≤ bytes; the slice may still be long in UTF-8, so shrink until it fits.
-  let s = text.slice(0, Math.max(0, bytes));
-  while (Buffer.byteLength(s) > bytes) s = s.slice(0, Math.floor(s.length * 0.9));
-  return s + MARK;
+/**
+ * `text` cut to at most `bytes` bytes of UTF-8 (plus the marker), at a character boundary: never
+ * inside a UTF-8 sequence, so never between the halves of a surrogate pair.
+ */
+export function cut(text: string, bytes: number): string {
+  if (text.length * 3 <= bytes) return text;
+  const buf = Buffer.from(text, 'utf8');
+  if (buf.length <= bytes) return text;
+  let end = Math.max(0, bytes);
+  while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--;
+  return buf.toString('utf8', 0, end) + MARK;
 }
+
+const TRUNCATED_BYTES = Buffer.byteLength(',"_truncated":true');
+const EMPTY_EXTRA_BYTES = Buffer.byteLength(',"extra":{}') - 1;
+
+const jsonBytes = (value: unknown): number => Buffer.byteLength(JSON.stringify(value) ?? '');
 
 /**
  * Cuts a record to `max` bytes: the message, the exception and the largest `extra` values are
- * truncated, largest first, and `extra._truncated = true` is set. The record is still delivered.
+ * truncated, largest first; if many small values still make it too long, `extra` keeps its first
+ * keys that fit. `extra._truncated = true` is set. The record is still delivered.
+ * Linear in the record's size: every value is measured at most once, and the total is kept by
+ * difference; the whole record is serialized twice.
  */
-function truncate(record: Record<string, unknown>, max: number): string {
+function truncate(record: Record<string, unknown>, max: number, bytes: number): string {
   const budget = Math.max(256, Math.floor(max / 8));
-  const extra = { ...((record.extra as Record<string, unknown> | undefined) ?? {}) };
+  // The record's own `extra` (made by `collect`), so it may be changed in place.
+  const hadExtra = record.extra !== undefined;
+  const extra = (record.extra as Record<string, unknown> | undefined) ?? {};
   record.extra = extra;
   extra._truncated = true;
-  const size = () => Buffer.byteLength(JSON.stringify(record));
+  // `bytes` is the record's size as it was: add `,"_truncated":true` (and `,"extra":{}` if new).
+  let total = bytes + TRUNCATED_BYTES + (hadExtra ? 0 : EMPTY_EXTRA_BYTES);
 
-  const candidates: Array<[string, () => number, (n: number) => void]> = [
-    ['message', () => Buffer.byteLength(record.message as string), (n) => (record.message = cut(record.message as string, n))],
-  ];
-  if (typeof record.exception === 'string') {
-    candidates.push(['exception', () => Buffer.byteLength(record.exception as string), (n) => (record.exception = cut(record.exception as string, n))]);
+  interface Candidate {
+    readonly key: string;
+    readonly inExtra: boolean;
+    /** The value as text to cut: the string itself, or an object's JSON (serialized once). */
+    readonly text: string;
+    readonly size: number;
   }
-  for (const key of Object.keys(extra)) {
-    if (key === '_truncated') continue;
-    const text = typeof extra[key] === 'string' ? (extra[key] as string) : JSON.stringify(extra[key]);
-    candidates.push([key, () => Buffer.byteLength(typeof extra[key] === 'string' ? (extra[key] as string) : JSON.stringify(extra[key])), (n) => (extra[key] = cut(text, n))]);
-  }
-  candidates.sort((a, b) => b[1]() - a[1]());
-  let total = size();
-  for (const [, length, shrink] of candidates) {
+  const big: Candidate[] = [];
+  const consider = (key: string, inExtra: boolean, value: unknown) => {
+    let text: string;
+    let size: number;
+    if (typeof value === 'string') {
+      if (value.length * 3 + 2 <= budget) return;
+      text = value;
+      size = jsonBytes(value);
+    } else if (value !== null && typeof value === 'object') {
+      text = JSON.stringify(value) ?? '';
+      size = Buffer.byteLength(text);
+    } else {
+      return;
+    }
+    if (size > budget) big.push({ key, inExtra, text, size });
+  };
+  consider('message', false, record.message);
+  if (typeof record.exception === 'string') consider('exception', false, record.exception);
+  const keys = Object.keys(extra);
+  for (const key of keys) if (key !== '_truncated') consider(key, true, extra[key]);
+  big.sort((a, b) => b.size - a.size);
+
+  for (const c of big) {
     if (total <= max) break;
-    const over = total - max;
-    shrink(Math.max(budget, length() - over - MARK.length * 2));
-    total = size();
+    const holder = c.inExtra ? extra : record;
+    const text = c.text;
+    // Escapes make the JSON longer than the text: a second or third cut takes the difference off.
+    let target = Math.max(budget, Buffer.byteLength(text) - (total - max) - MARK_BYTES * 2);
+    let short = text;
+    let size = c.size;
+    for (let tries = 0; tries < 3; tries++) {
+      short = cut(text, target);
+      size = jsonBytes(short);
+      const over = total + size - c.size - max;
+      if (over <= 0 || target <= budget) break;
+      target = Math.max(budget, target - over);
+    }
+    holder[c.key] = short;
+    total += size - c.size;
   }
-  if (total > max) {
-    // Many small values: keep only the marker.
+  // Many small values: the last keys go until the rest fits (`"key":value,` each).
+  for (let i = keys.length - 1; i >= 0 && total > max; i--) {
+    const key = keys[i]!;
+    if (key === '_truncated') continue;
+    const value = extra[key];
+    // `"key":` and the comma; a string's size without counting escapes (the check below counts).
+    total -= Buffer.byteLength(key) + 4 + (typeof value === 'string' ? Buffer.byteLength(value) + 2 : jsonBytes(value));
+    delete extra[key];
+  }
+  let out = JSON.stringify(record);
+  if (Buffer.byteLength(out) > max) {
+    // What is left is too long by itself (a long exception with a long message, say).
     record.extra = { _truncated: true };
     if (typeof record.message === 'string') record.message = cut(record.message, budget);
     if (typeof record.exception === 'string') record.exception = cut(record.exception, budget);
+    out = JSON.stringify(record);
   }
-  return JSON.stringify(record);
+  return out;
 }

@@ -24,6 +24,9 @@ export interface SchedulerOptions {
 /** The longest a window's requests wait for a burst to be committed, in ms, counted from the claim. */
 const BURST_HOLD_MS = 1000;
 
+/** At most one warning about unanswered requests this often, in ms. */
+const UNANSWERED_WARN_MS = 10_000;
+
 /** Characters of record text one window may hold: with long records, windows get shorter. */
 const WINDOW_CHARS = 8 * 1024 * 1024;
 
@@ -40,6 +43,8 @@ function claimSize(batchSize: number, avgChars: number, rows = 4000): number {
 export interface DeliveryStats {
   delivered: number;
   retried: number;
+  /** Requests that got no answer (a timeout, a connection closed first): their records may arrive twice. */
+  unanswered: number;
   deadLettered: number;
   lastError: { message: string; status: number | undefined; at: Date } | null;
   lastSuccessAt: Date | null;
@@ -76,7 +81,9 @@ function sleep(ms: number, signal: AbortSignal, onWake?: (wake: () => void) => v
  * configuration) before the next.
  */
 export class Scheduler {
-  readonly stats: DeliveryStats = { delivered: 0, retried: 0, deadLettered: 0, lastError: null, lastSuccessAt: null };
+  readonly stats: DeliveryStats = { delivered: 0, retried: 0, unanswered: 0, deadLettered: 0, lastError: null, lastSuccessAt: null };
+  /** Unanswered requests and their records since the last warning about them, and when that was. */
+  private unansweredNote = { at: 0, requests: 0, records: 0, detail: '' };
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
   private again = false;
@@ -308,6 +315,7 @@ export class Scheduler {
         this.stats.lastSuccessAt = new Date();
         this.queue.note?.('last_success', `${records.length} records delivered`);
         this.state = 'ok';
+        this.reportUnanswered();
         return undefined;
       case 'split':
       case 'rejected': {
@@ -331,6 +339,31 @@ export class Scheduler {
         this.fail(result, records.length);
         return result;
     }
+  }
+
+  /**
+   * A request that got no answer may still have been accepted, so its records, sent again, may
+   * arrive twice. Counted at once; said in a `'warn'` once a later request is delivered (while the
+   * receiver stays unreachable, the failure's own warning says enough), at most every 10 s.
+   */
+  private noteUnanswered(records: number, result: ShipResult): void {
+    this.stats.unanswered++;
+    const n = this.unansweredNote;
+    n.requests++;
+    n.records += records;
+    n.detail = result.detail ?? 'no answer';
+  }
+
+  private reportUnanswered(): void {
+    const n = this.unansweredNote;
+    if (n.requests === 0 || Date.now() - n.at < UNANSWERED_WARN_MS) return;
+    this.onWarn(
+      new VectorDeliveryError(
+        `${n.requests} request(s) got no answer (last: ${n.detail}); their ${n.records} record(s) were sent again and may have arrived twice (set idField to deduplicate)`,
+        { status: undefined, action: 'unanswered', records: n.records },
+      ),
+    );
+    this.unansweredNote = { at: Date.now(), requests: 0, records: 0, detail: '' };
   }
 
   private fail(result: ShipResult, records = 0): void {
@@ -369,6 +402,7 @@ export class Scheduler {
             this.abort.signal,
           );
           last = answer;
+          if (answer.unanswered) this.noteUnanswered(records.length, answer);
           if (answer.action === 'retry') throw new RetryableAnswer(answer);
           return answer;
         },

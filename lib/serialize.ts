@@ -169,3 +169,21 @@ export function renderMessage(value: unknown): string {
   }
   return safeString(value);
 }
+
+/**
+ * A copy of plain JSON data with every lone UTF-16 surrogate, in keys and strings, replaced by
+ * U+FFFD (`String#toWellFormed`). Strings that are already well-formed are kept as they are.
+ */
+export function wellFormed(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return value.toWellFormed();
+  if (value === null || typeof value !== 'object' || depth > 4 * MAX_DEPTH) return value;
+  if (Array.isArray(value)) return value.map((v: unknown) => wellFormed(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    const v = wellFormed((value as Record<string, unknown>)[key], depth + 1);
+    const k = key.toWellFormed();
+    if (k === '__proto__') Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+    else out[k] = v;
+  }
+  return out;
+}

@@ -1,10 +1,12 @@
 import http from 'node:http';
 import https from 'node:https';
 import { promisify } from 'node:util';
-import { gzip as gzipCb, gzipSync } from 'node:zlib';
+import type { Readable } from 'node:stream';
+import zlib, { gzip as gzipCb, gzipSync } from 'node:zlib';
 import axios, { type AxiosInstance } from 'axios';
-import { redact, safeCause } from './errors';
+import { safeCause } from './errors';
 import { type Action, classifyStatus, parseRetryAfter } from './policy';
+import { NO_SECRETS, type Secrets } from './secrets';
 
 const gzip = promisify(gzipCb);
 
@@ -29,7 +31,18 @@ export interface ShipResult {
   /** A short, credential-free description of what went wrong. */
   readonly detail?: string;
   readonly cause?: Error;
+  /**
+   * The request was sent (or may have been) and no answer came: a timeout, or the connection closed
+   * before the answer. The receiver may have accepted it, so its records may arrive twice.
+   */
+  readonly unanswered?: boolean;
 }
+
+/** Bytes of a non-2xx answer read for its message; the rest is not read. */
+const ERROR_BODY_BYTES = 4096;
+
+/** Errors that come before a request reaches the receiver: nothing can have arrived. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ERR_INVALID_URL', 'ERR_TLS_CERT_ALTNAME_INVALID', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED']);
 
 /** What the scheduler needs of a shipper. */
 export interface Shipper {
@@ -46,6 +59,8 @@ export interface HttpShipperOptions {
   readonly compression: 'gzip' | 'none';
   /** For https with a private CA: passed to the https agent (`ca`, `rejectUnauthorized`, …). */
   readonly tls?: https.AgentOptions;
+  /** Taken out of every detail and cause, also when the receiver echoes them. */
+  readonly secrets?: Secrets;
 }
 
 /** Body text from already-serialized records: nothing is encoded twice. */
@@ -73,8 +88,11 @@ export class HttpShipper implements Shipper {
       timeout: options.timeout,
       maxRedirects: 0,
       maxBodyLength: Infinity,
-      maxContentLength: 1024 * 1024,
-      responseType: 'text',
+      // A 2xx means delivered whatever its body: bodies are never decompressed, parsed or sized up
+      // by axios; the shipper drains a 2xx's body and reads a few KiB of any other (`readSome`).
+      maxContentLength: -1,
+      decompress: false,
+      responseType: 'stream',
       transformResponse: (data: unknown) => data,
       validateStatus: () => true,
       httpAgent: this.httpAgent,
@@ -97,22 +115,27 @@ export class HttpShipper implements Shipper {
     const onAbort = () => controller.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) controller.abort();
+    const secrets = this.options.secrets ?? NO_SECRETS;
     try {
-      const res = await this.client.post(this.options.url, payload, { signal: controller.signal });
+      const res = await this.client.post<Readable>(this.options.url, payload, { signal: controller.signal });
       const action = classifyStatus(res.status);
-      if (action === 'delivered') return { action, status: res.status };
-      const body = typeof res.data === 'string' ? res.data.slice(0, 500) : '';
+      if (action === 'delivered') {
+        discard(res.data, this.options.timeout);
+        return { action, status: res.status };
+      }
+      const body = await readSome(res.data, ERROR_BODY_BYTES, res.headers['content-encoding']);
       return {
         action,
         status: res.status,
         retryAfter: parseRetryAfter(res.headers['retry-after']),
-        detail: redact(`HTTP ${res.status}${body ? `: ${body}` : ''}`),
+        detail: secrets.redact(`HTTP ${res.status}${body ? `: ${body.slice(0, 500)}` : ''}`),
       };
     } catch (err) {
-      const cause = safeCause(err);
-      if (timedOut) return { action: 'retry', detail: `timeout: no answer within ${this.options.timeout} ms`, cause };
+      const cause = secrets.redactError(safeCause(err));
+      if (timedOut) return { action: 'retry', detail: `timeout: no answer within ${this.options.timeout} ms`, cause, unanswered: true };
       const code = (cause as Error & { code?: string }).code;
-      return { action: 'retry', detail: `${code ?? cause.name}: ${cause.message}`, cause };
+      const unanswered = code === undefined || !NOT_SENT.has(code);
+      return { action: 'retry', detail: secrets.redact(`${code ?? cause.name}: ${cause.message}`), cause, unanswered };
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
@@ -123,4 +146,61 @@ export class HttpShipper implements Shipper {
     this.httpAgent.destroy();
     this.httpsAgent.destroy();
   }
+}
+
+/**
+ * Reads a 2xx's body to its end and throws it away, so the connection can carry the next request;
+ * a body still coming after `timeoutMs` is cut off with its connection.
+ */
+function discard(stream: Readable, timeoutMs: number): void {
+  const timer = setTimeout(() => stream.destroy(), timeoutMs);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  stream.on('error', done);
+  stream.on('close', done);
+  stream.on('end', done);
+  stream.resume();
+}
+
+/**
+ * Up to `limit` bytes of an error answer's body, as text for its message: decompressed as far as
+ * those bytes go when it says gzip or deflate. Never throws; the rest of the body is not read.
+ */
+function readSome(stream: Readable, limit: number, encoding: unknown): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      stream.destroy();
+      resolve(decodeSome(Buffer.concat(chunks).subarray(0, limit), encoding));
+    };
+    const timer = setTimeout(finish, 2000);
+    timer.unref();
+    stream.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= limit) finish();
+    });
+    stream.on('end', finish);
+    stream.on('error', finish);
+    stream.on('close', finish);
+  });
+}
+
+function decodeSome(raw: Buffer, encoding: unknown): string {
+  const enc = typeof encoding === 'string' ? encoding.trim().toLowerCase() : '';
+  if (enc === '' || enc === 'identity') return raw.toString('utf8');
+  const partial = { finishFlush: zlib.constants.Z_SYNC_FLUSH };
+  try {
+    if (enc === 'gzip' || enc === 'x-gzip') return zlib.gunzipSync(raw, partial).toString('utf8');
+    if (enc === 'deflate') return zlib.inflateSync(raw, partial).toString('utf8');
+    if (enc === 'br') return zlib.brotliDecompressSync(raw, { finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH }).toString('utf8');
+  } catch {
+    // fall through
+  }
+  return `(a ${raw.length}-byte body in ${JSON.stringify(enc)} that could not be read)`;
 }

@@ -25,6 +25,8 @@ export interface TransportStats {
   readonly pending: number;
   readonly delivered: number;
   readonly retried: number;
+  /** Requests that got no answer (timeout, connection closed first): their records were sent again and may arrive twice. */
+  readonly unanswered: number;
   readonly deadLettered: number;
   /** Rows in the dead-letter table now (also those of earlier runs). */
   readonly deadLetters: number;
@@ -105,11 +107,11 @@ export class VectorTransport extends TransportStream {
         overflow: c.overflow,
         maxAge: c.maxAge,
         maxDeadLetters: c.maxDeadLetters,
-        onWarn: (message, cause) => this.emit('warn', new VectorQueueError(message, { cause })),
+        onWarn: (message, cause) => this.warn(new VectorQueueError(message, { cause })),
         onDrop: (reason, count) => this.drop(reason, count),
         notice: (count, reason) => this.notice(count, reason),
       });
-      const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.emit('warn', err));
+      const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err));
       scheduler.start();
       return { queue, scheduler };
     } catch (err) {
@@ -150,6 +152,40 @@ export class VectorTransport extends TransportStream {
   override log(info: Record<string, unknown>, callback: () => void): void {
     this.accept(info);
     this.admit(callback);
+  }
+
+  /**
+   * winston-transport's `_write`, except that a transport `format` that throws (or an info that
+   * cannot even be copied) drops that record, counted as `format-error`, instead of throwing into
+   * the caller's log call.
+   */
+  override _write(info: Record<string | symbol, unknown>, _enc: unknown, callback: (error?: Error | null) => void): void {
+    let accepted: boolean;
+    try {
+      accepted = (this as unknown as { _accept(w: { chunk: unknown }): boolean })._accept({ chunk: info });
+    } catch (err) {
+      this.drop('format-error', 1, err);
+      callback(null);
+      return;
+    }
+    if (!accepted) {
+      callback(null);
+      return;
+    }
+    if (!this.format) {
+      this.log(info as Record<string, unknown>, callback as () => void);
+      return;
+    }
+    let transformed: Record<string, unknown> | false;
+    try {
+      transformed = this.format.transform({ ...info } as never, this.format.options) as Record<string, unknown> | false;
+    } catch (err) {
+      this.drop('format-error', 1, err);
+      callback(null);
+      return;
+    }
+    if (transformed) this.log(transformed, callback as () => void);
+    else callback(null);
   }
 
   /** winston calls this with records its stream buffered while the transport pushed back. */
@@ -248,9 +284,19 @@ export class VectorTransport extends TransportStream {
     const now = Date.now();
     if (now - w.at < 10_000) return;
     const detail = cause === undefined ? '' : `: ${cause instanceof Error ? cause.message : String(cause)}`;
-    this.emit('warn', new VectorQueueError(`${w.count} record(s) dropped (${reason})${detail}`, { cause }));
+    this.warn(new VectorQueueError(`${w.count} record(s) dropped (${reason})${detail}`, { cause }));
     w.at = now;
     w.count = 0;
+  }
+
+  /** @internal A record lost before it reached `log()` (see `guardLogger`), counted with the others. */
+  countDropped(reason: string, cause?: unknown): void {
+    this.drop(reason, 1, cause);
+  }
+
+  /** Every `'warn'` goes out through here: no secret of the options is in it, even if a receiver echoed one. */
+  private warn(err: Error): void {
+    this.emit('warn', this.config.secrets.redactError(err));
   }
 
   /** The record shipped downstream in place of dropped ones, so the gap shows where logs are read. */
@@ -313,12 +359,13 @@ export class VectorTransport extends TransportStream {
       pending: q.pending,
       delivered: s?.delivered ?? 0,
       retried: s?.retried ?? 0,
+      unanswered: s?.unanswered ?? 0,
       deadLettered: s?.deadLettered ?? 0,
       deadLetters: q.deadLetters,
       dropped: { ...this.dropped },
       oldestPendingAgeMs: q.oldestPendingAt === null ? null : Math.max(0, Date.now() - q.oldestPendingAt),
       queueBytes: q.queueBytes,
-      lastError: s?.lastError ?? null,
+      lastError: s?.lastError ? { ...s.lastError, message: this.config.secrets.redact(s.lastError.message) } : null,
       lastSuccessAt: s?.lastSuccessAt ?? null,
     };
   }
@@ -341,7 +388,7 @@ export class VectorTransport extends TransportStream {
         await rt.queue.close();
       }
     } catch (err) {
-      this.emit('warn', new VectorQueueError(`close failed: ${(err as Error).message}`, { cause: err }));
+      this.warn(new VectorQueueError(`close failed: ${(err as Error).message}`, { cause: err }));
     } finally {
       this.queueClosed = true;
       this.shipper.close();

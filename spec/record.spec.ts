@@ -262,6 +262,63 @@ describe('record format', () => {
     assert.equal(recs[1]!.extra, undefined);
   });
 
+  it('truncation is linear: 8,000 keys in 1.5 MiB, 100k keys, 10k-deep nesting come back cut and valid', () => {
+    // The timings are measured by bench/record.ts; here only the results are asserted.
+    const wide: Record<string, string> = {};
+    for (let i = 0; i < 8000; i++) wide[`k${i}`] = 'v'.repeat(190);
+    const many: Record<string, number> = {};
+    for (let i = 0; i < 100_000; i++) many[`key${i}`] = i;
+    let deep: Record<string, unknown> = {};
+    const root = deep;
+    for (let i = 0; i < 10_000; i++) deep = (deep.a = {}) as Record<string, unknown>;
+    for (const [name, info] of [
+      ['wide', { level: 'info', message: 'm', ...wide }],
+      ['many', { level: 'info', message: 'm', ...many }],
+      ['nested many', { level: 'info', message: 'm', many }],
+      ['deep', { level: 'info', message: 'm', root }],
+    ] as const) {
+      const text = buildRecord(info as Record<string, unknown>, ctx());
+      assert.ok(Buffer.byteLength(text) <= 1024 * 1024, `${name}: ${Buffer.byteLength(text)} bytes`);
+      const rec = JSON.parse(text);
+      assert.equal(rec.message, 'm', name);
+      if (name !== 'deep') assert.equal(rec.extra._truncated, true, name);
+    }
+  });
+
+  it('truncation never splits a surrogate pair or a UTF-8 sequence', () => {
+    for (const unit of ['😀', 'é', '中', 'a😀']) {
+      for (let max = 1024; max < 1100; max++) {
+        const text = buildRecord({ level: 'info', message: unit.repeat(2000) }, ctx({ maxRecordBytes: max }));
+        const rec = JSON.parse(text);
+        assert.ok(rec.message.isWellFormed(), `${unit} at ${max}`);
+        assert.ok(!text.includes('\\ud'), `${unit} at ${max}: no escaped lone surrogate`);
+        assert.ok(Buffer.byteLength(text) <= max, `${unit} at ${max}: ${Buffer.byteLength(text)} bytes`);
+        assert.ok(rec.message.endsWith('…[truncated]'));
+      }
+    }
+  });
+
+  it('lone surrogates anywhere become U+FFFD: the body is valid for a strict parser, and the stand-in takes it', async () => {
+    const lone = 'a\ud800b';
+    const err = new Error(`bad ${lone}`);
+    const recs = await roundTrip(
+      (l) => {
+        l.info(`msg ${lone}`, { [`key${lone}`]: `value ${lone}`, nested: { list: [`x\udc00`] }, err });
+        l.info('pair 😀 kept', { ok: '\\ud800 stays text' });
+      },
+      { extraFields: { tag: `t${lone}` } },
+    );
+    assert.equal(recs.length, 2, 'accepted by the stand-in, which answers 400 to lone surrogate escapes');
+    const [a, b] = recs;
+    assert.equal(a!.message, 'msg a\ufffdb');
+    assert.equal(a!.extra['keya\ufffdb'], 'value a\ufffdb');
+    assert.deepEqual(a!.extra.nested, { list: ['x\ufffd'] });
+    assert.match(a!.exception, /^Error: bad a\ufffdb/);
+    assert.equal(a!.tag, 'ta\ufffdb');
+    assert.equal(b!.message, 'pair 😀 kept');
+    assert.equal(b!.extra.ok, '\\ud800 stays text');
+  });
+
   it('idField: a unique id per record, stable across resends', async () => {
     const r = await receiver();
     r.script({ status: 503 });
