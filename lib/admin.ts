@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { idsIn } from './queue';
 import { Connection } from './sqlite';
@@ -66,7 +66,19 @@ async function withQueueFile<T>(dbPath: string, fn: (conn: Connection) => Promis
   }
 }
 
-export function queueStatus(dbPath: string, now = Date.now()): Promise<QueueStatus> {
+/** A 0-byte file: a process died before it wrote the schema. An empty queue, not a foreign file. */
+function isEmptyFile(dbPath: string): boolean {
+  try {
+    return statSync(resolve(dbPath)).size === 0;
+  } catch {
+    return false;
+  }
+}
+
+export async function queueStatus(dbPath: string, now = Date.now()): Promise<QueueStatus> {
+  if (isEmptyFile(dbPath)) {
+    return { dbPath: resolve(dbPath), pending: 0, pendingBytes: 0, oldestPendingAgeMs: null, deadLetters: 0, dropped: {}, lastError: null, lastSuccess: null };
+  }
   return withQueueFile(dbPath, async (conn) => {
     const row = await conn.get<{ n: number; bytes: number | null; oldest: number | null; dead: number }>(
       `SELECT count(*) AS n, sum(length(CAST(body AS BLOB))) AS bytes,
@@ -93,7 +105,8 @@ export function queueStatus(dbPath: string, now = Date.now()): Promise<QueueStat
   });
 }
 
-export function listDeadLetters(dbPath: string, limit = 100): Promise<DeadLetter[]> {
+export async function listDeadLetters(dbPath: string, limit = 100): Promise<DeadLetter[]> {
+  if (isEmptyFile(dbPath)) return [];
   return withQueueFile(dbPath, async (conn) => {
     const rows = await conn.all<{ id: number; failed_at: number; status: number | null; reason: string; body: string }>(
       'SELECT id, failed_at, status, reason, body FROM dead_letters ORDER BY id LIMIT ?',
@@ -110,7 +123,8 @@ function selection(ids: readonly number[] | undefined): { where: string; params:
 }
 
 /** Puts dead letters (all, or `ids`) back at the end of the queue; returns how many. */
-export function retryDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {
+export async function retryDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {
+  if (isEmptyFile(dbPath)) return 0;
   const { where, params } = selection(ids);
   return withQueueFile(dbPath, (conn) =>
     conn.transaction(async () => {
@@ -121,7 +135,8 @@ export function retryDeadLetters(dbPath: string, ids?: readonly number[]): Promi
 }
 
 /** Deletes dead letters (all, or `ids`); returns how many. */
-export function purgeDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {
+export async function purgeDeadLetters(dbPath: string, ids?: readonly number[]): Promise<number> {
+  if (isEmptyFile(dbPath)) return 0;
   const { where, params } = selection(ids);
   return withQueueFile(dbPath, (conn) => conn.run(`DELETE FROM dead_letters ${where}`, params));
 }

@@ -196,6 +196,12 @@ export class BatchWriter {
     this.length++;
   }
 
+  /** What was written since the last `take()`, without taking it (for the exit spill). */
+  peek(): RecordBatch {
+    const segments = this.chunk !== undefined && this.rows > 0 ? [...this.segments, { chunk: this.chunk, start: 0, rows: this.rows }] : this.segments;
+    return segments.length === 0 ? RecordBatch.empty : new RecordBatch(segments, this.length, this.bytes);
+  }
+
   /** Hands over what was written as one batch; the next rows go to another chunk. */
   take(): RecordBatch {
     this.close();

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
+import { existsSync, renameSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, resolve } from 'node:path';
 import { RecordBatch } from './batch';
 import { VectorQueueError } from './errors';
+import { APPLICATION_ID, fileKind, pidAlive, prepareDatabaseFile, QUEUE_TABLES, SCHEMA_VERSION } from './queue-file';
 import { Connection } from './sqlite';
 
 /** One record waiting in the queue, as it will be sent. */
@@ -140,22 +140,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 `;
 
-/**
- * Makes sure the database file can be created and is private to the user (0600; a directory we
- * create is 0700). Synchronous on purpose: it runs in the transport's constructor so a bad `dbPath`
- * fails there, naming the path.
- */
-export function prepareDatabaseFile(dbPath: string): string {
-  const file = resolve(dbPath);
-  try {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    closeSync(openSync(file, 'a', 0o600));
-    chmodSync(file, 0o600);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
-    throw new VectorQueueError(`\`dbPath\` ${JSON.stringify(file)} cannot be used as the queue file (${code})`, { cause: err });
-  }
-  return file;
+export { prepareDatabaseFile } from './queue-file';
+
+/** The file is not a queue: never retried, never touched. */
+export class ForeignFileError extends Error {
+  override readonly name = 'ForeignFileError';
 }
 
 function isCorrupt(err: unknown): boolean {
@@ -175,15 +164,6 @@ export function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] 
 }
 
 const isFull = (err: unknown) => (err as { code?: unknown }).code === 'SQLITE_FULL';
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** An owner token (`host:pid:random`) of another process of this host that no longer runs. */
 function ownerDied(owner: string): boolean {
@@ -217,7 +197,8 @@ export class SqliteQueue implements Queue {
     try {
       return await SqliteQueue.openOnce(file, options);
     } catch (err) {
-      if (!isCorrupt(err)) throw err;
+      // Only a file that is recognisably ours is set aside; any other is left as it is.
+      if (!isCorrupt(err) || fileKind(file) !== 'ours') throw err;
       const aside = `${file}.corrupt-${Date.now()}`;
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
@@ -228,9 +209,25 @@ export class SqliteQueue implements Queue {
     }
   }
 
+  /**
+   * Reads, before anything is written, whether the file is a queue: marked as one, or unmarked with
+   * no table but the queue's (a new file, or one written by an older version), which is marked now.
+   * Any other file is refused untouched.
+   */
+  private static async checkMark(conn: Connection, file: string): Promise<void> {
+    const id = (await conn.get<{ application_id: number }>('PRAGMA application_id'))?.application_id ?? 0;
+    if (id === APPLICATION_ID) return;
+    const tables = id === 0 ? await conn.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'") : [];
+    if (id !== 0 || tables.some((t) => !QUEUE_TABLES.has(t.name))) {
+      throw new ForeignFileError(`${file} is a SQLite file of another application, not a winston-vector queue; it was left as it is`);
+    }
+    await conn.exec(`PRAGMA application_id = ${APPLICATION_ID}; PRAGMA user_version = ${SCHEMA_VERSION};`);
+  }
+
   private static async openOnce(file: string, options: QueueOptions): Promise<SqliteQueue> {
     const conn = await Connection.open(file, options.busyTimeout);
     try {
+      await SqliteQueue.checkMark(conn, file);
       await conn.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${options.synchronous.toUpperCase()};`);
       // A process that had the file open died without closing it: check the file before trusting
       // it, so a truncated or damaged one is found here, not in the middle of a delivery. (A clean

@@ -1,13 +1,68 @@
 import TransportStream from 'winston-transport';
-import { BatchWriter } from './batch';
+import { BatchWriter, type RecordBatch } from './batch';
 import { VectorQueueError } from './errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { buildRecord, type RecordContext } from './record';
-import { prepareDatabaseFile, SqliteQueue } from './queue';
+import { ForeignFileError, prepareDatabaseFile, SqliteQueue } from './queue';
 import { Scheduler } from './scheduler';
 import { toJson } from './serialize';
 import { HttpShipper } from './shipper';
+import { claimSpills, writeSpill } from './spill';
+
+/** Transports whose records must be spilled if the process exits (see lib/spill.ts). */
+const live = new Set<VectorTransport>();
+let exitHooked = false;
+
+/** What the exit spill reads of winston's logger: its stream buffers and its format. */
+interface LoggerStreams {
+  readonly _readableState?: unknown;
+  readonly _writableState?: unknown;
+  readonly _transformState?: unknown;
+  readonly format?: { transform(info: unknown, options?: unknown): unknown; options?: unknown };
+}
+
+/** The chunks a writable stream (readable-stream 3 or Node's own) holds, oldest first. */
+function buffered(state: unknown): unknown[] {
+  try {
+    const s = state as { getBuffer?: () => Array<{ chunk: unknown }>; buffered?: Array<{ chunk: unknown }> };
+    const list = typeof s?.getBuffer === 'function' ? s.getBuffer() : (s?.buffered ?? []);
+    return list.map((w) => w.chunk);
+  } catch {
+    return [];
+  }
+}
+
+/** The objects a readable stream holds unread (readable-stream 3's linked list, or an array). */
+function readableBuffer(state: unknown): unknown[] {
+  try {
+    const b = (state as { buffer?: unknown })?.buffer;
+    if (Array.isArray(b)) return [...b];
+    const out: unknown[] = [];
+    for (let node = (b as { head?: { data: unknown; next: unknown } | null })?.head; node; node = node.next as typeof node) out.push(node.data);
+    return out;
+  } catch {
+    return [];
+  }
+}
+
+/** One `'exit'` listener for every transport of the process: it never throws. */
+function onExit(): void {
+  for (const t of live) {
+    try {
+      t.spillNow();
+    } catch {
+      // nothing more can be done while the process exits
+    }
+  }
+}
+
+/** How long the transport ships when winston's exception handler ends it to exit (it waits 3 s). */
+const EXIT_SHIP_MS = 2000;
+
+/** Backoff between attempts to open the queue file, in ms. */
+const OPEN_RETRY_BASE_MS = 250;
+const OPEN_RETRY_MAX_MS = 30_000;
 
 /** A commit of this many records or more means the logger is in a burst (see `inBurst`). */
 const BURST_ROWS = 1000;
@@ -28,11 +83,18 @@ export interface TransportStats {
   /** Requests that got no answer (timeout, connection closed first): their records were sent again and may arrive twice. */
   readonly unanswered: number;
   readonly deadLettered: number;
+  /**
+   * Records written out at a process exit before their commit (by this or another process on the
+   * same file) and committed when this transport opened the file.
+   */
+  readonly restored: number;
   /** Rows in the dead-letter table now (also those of earlier runs). */
   readonly deadLetters: number;
   /**
    * Records dropped, by reason: `queue-full`, `disk-full`, `max-age` (the bounds), `write-failed`
-   * (the file failed), `format-error`, `unserializable`, `dead-letter-overflow` (old dead letters).
+   * (the file failed), `queue-unavailable` (beyond `highWaterMark` while the file could not be
+   * opened), `format-error`, `unserializable`, `spill-damaged` (a line of an exit spill cut short),
+   * `dead-letter-overflow` (old dead letters).
    */
   readonly dropped: Readonly<Record<string, number>>;
   /** Age of the oldest pending record, in ms; null when none is pending. */
@@ -77,6 +139,21 @@ export class VectorTransport extends TransportStream {
   private readonly dropWarnings = new Map<string, { at: number; count: number }>();
   private closing: Promise<void> | undefined;
   private queueClosed = false;
+  /** The queue file's path, resolved. */
+  private readonly file: string;
+  /** The records of the commit under way: written out too at an exit, as they may not be in yet. */
+  private inFlight: RecordBatch | undefined;
+  private restored = 0;
+  /** The queue and scheduler, once the file is open. */
+  private rt: Runtime | undefined;
+  private closeRequested = false;
+  /** The file is another application's: nothing is ever written beside it. */
+  private foreign = false;
+  /** The last attempt to open the file failed: records are not held back, and beyond a bound dropped. */
+  private openFailed = false;
+  private wakeOpen: (() => void) | undefined;
+  /** `queue-unavailable` drops already told downstream by a notice record. */
+  private noticedUnavailable = 0;
 
   constructor(options: VectorTransportOptions) {
     const config = resolveOptions(options);
@@ -90,35 +167,159 @@ export class VectorTransport extends TransportStream {
       handleRejections: options.handleRejections,
     });
     this.config = config;
-    const file = prepareDatabaseFile(this.config.dbPath);
+    const { file, warnings } = prepareDatabaseFile(this.config.dbPath);
+    this.file = file;
+    // After construction, so a listener attached right after `new` sees them.
+    if (warnings.length > 0) setImmediate(() => warnings.forEach((w) => this.warn(new VectorQueueError(w))));
+    live.add(this);
+    if (!exitHooked) {
+      exitHooked = true;
+      process.on('exit', onExit);
+    }
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
     this.shipper = new HttpShipper({ ...this.config, tls: this.config.tls });
     this.runtime = this.start(file);
+    // winston's exception and rejection handlers mark a transport `_ending` and wait up to 3 s
+    // for its 'finish' before they exit the process: ship what can be shipped, then say so.
+    let ending = false;
+    Object.defineProperty(this, '_ending', {
+      configurable: true,
+      get: () => ending,
+      set: (value: unknown) => {
+        if (value && !ending) void this.endForExit();
+        ending = Boolean(value);
+      },
+    });
   }
 
+  /**
+   * The crash record (logged right after winston marks the transport) is committed, what is queued
+   * ships for at most `EXIT_SHIP_MS` (or `closeTimeout` if shorter), the file is closed, and
+   * 'finish' tells winston it may exit: well inside its 3 s.
+   */
+  private async endForExit(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    this.closing ??= this.holdingProcess(() => this.shutdown(Math.min(this.config.closeTimeout, EXIT_SHIP_MS)));
+    await this.closing;
+    this.emit('finish');
+  }
+
+  /**
+   * Opens the queue file. A failure that can pass (the file busy past the busy timeout, full,
+   * failing, unreadable) is retried with backoff, with one `'warn'`; records logged meanwhile wait
+   * in memory (up to `highWaterMark`, then they are dropped as `queue-unavailable`). Only a file
+   * that is not a queue is final: an `'error'`, and nothing is written to it.
+   */
   private async start(file: string): Promise<Runtime | undefined> {
     const c = this.config;
+    for (let attempt = 0; ; attempt++) {
+      if (this.closeRequested) return undefined;
+      let queue: SqliteQueue | undefined;
+      try {
+        queue = await SqliteQueue.open(file, {
+          leaseMs: c.leaseTimeout,
+          synchronous: c.synchronous,
+          busyTimeout: 10_000,
+          maxQueueBytes: c.maxQueueBytes,
+          overflow: c.overflow,
+          maxAge: c.maxAge,
+          maxDeadLetters: c.maxDeadLetters,
+          onWarn: (message, cause) => this.warn(new VectorQueueError(message, { cause })),
+          onDrop: (reason, count) => this.drop(reason, count),
+          notice: (count, reason) => this.notice(count, reason),
+        });
+        await this.restoreSpills(queue);
+        const lost = this.dropped['queue-unavailable'] ?? 0;
+        if (lost > this.noticedUnavailable) {
+          await queue.append([this.notice(lost - this.noticedUnavailable, 'queue-unavailable')]);
+          this.noticedUnavailable = lost;
+        }
+        this.openFailed = false;
+        if (attempt > 0) this.warn(new VectorQueueError(`the queue file ${JSON.stringify(file)} is open now`));
+        const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err));
+        scheduler.start();
+        this.rt = { queue, scheduler };
+        return this.rt;
+      } catch (err) {
+        await queue?.close().catch(() => undefined);
+        const message = `cannot open the queue file ${JSON.stringify(file)}: ${(err as Error).message}`;
+        if (err instanceof ForeignFileError) {
+          this.foreign = true;
+          const error = new VectorQueueError(message, { cause: err });
+          setImmediate(() => this.emit('error', error));
+          return undefined;
+        }
+        this.openFailed = true;
+        // winston's stream is not held back while the file cannot be opened (see accept()).
+        for (const callback of this.held.splice(0)) callback();
+        if (attempt === 0) {
+          this.warn(new VectorQueueError(`${message}; retrying with backoff, records wait in memory (up to highWaterMark)`, { cause: err }));
+        }
+        await this.openBackoff(Math.min(OPEN_RETRY_MAX_MS, OPEN_RETRY_BASE_MS * 2 ** Math.min(attempt, 10)));
+      }
+    }
+  }
+
+  /** Waits before the next attempt to open; `close()` ends the wait. */
+  private openBackoff(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.wakeOpen = done;
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  }
+
+  /**
+   * Commits what processes wrote out at their exit (lib/spill.ts), before anything this transport
+   * logs: `commitLoop` waits for the queue, and so for this.
+   */
+  private async restoreSpills(queue: SqliteQueue): Promise<void> {
+    for (const spill of claimSpills(this.file)) {
+      if (spill.rows.length > 0) await queue.append(spill.rows);
+      spill.done();
+      this.restored += spill.rows.length;
+      if (spill.damaged > 0) this.drop('spill-damaged', spill.damaged);
+      const twice = spill.maybeCommitted > 0 ? ` (${spill.maybeCommitted} were in a commit under way at the exit and may ship twice)` : '';
+      this.warn(new VectorQueueError(`${spill.rows.length} record(s) written out at a process exit were committed${twice}`));
+    }
+  }
+
+  /**
+   * @internal Writes every record accepted and not yet committed to a spill file, synchronously.
+   * Called from the process's `'exit'` listener; also what a test calls to see it work.
+   */
+  spillNow(): number {
+    if (this.queueClosed || this.foreign) return 0;
+    // Records still in the streams before this transport (pushed back past `highWaterMark`):
+    // this transport's buffer, the logger's formatted output, then the logger's unformatted input.
+    const self = this as unknown as { parent?: LoggerStreams; _writableState?: unknown };
+    for (const info of buffered(self._writableState)) this.acceptBuffered(info, false);
+    const parent = self.parent;
+    if (parent) {
+      for (const info of readableBuffer(parent._readableState)) this.acceptBuffered(info, false);
+      // The chunk the logger's Transform holds while its output is full, not yet formatted.
+      const ts = parent._transformState as { writechunk?: unknown; writecb?: unknown } | undefined;
+      if (ts?.writecb && ts.writechunk) this.acceptBuffered(ts.writechunk, true);
+      for (const info of buffered(parent._writableState)) this.acceptBuffered(info, true);
+    }
+    return writeSpill(this.file, this.inFlight, this.uncommitted.peek());
+  }
+
+  /** An info found in a stream buffer at exit: through the formats and the level filter, then accepted. */
+  private acceptBuffered(raw: unknown, loggerFormat: boolean): void {
     try {
-      const queue = await SqliteQueue.open(file, {
-        leaseMs: c.leaseTimeout,
-        synchronous: c.synchronous,
-        busyTimeout: 10_000,
-        maxQueueBytes: c.maxQueueBytes,
-        overflow: c.overflow,
-        maxAge: c.maxAge,
-        maxDeadLetters: c.maxDeadLetters,
-        onWarn: (message, cause) => this.warn(new VectorQueueError(message, { cause })),
-        onDrop: (reason, count) => this.drop(reason, count),
-        notice: (count, reason) => this.notice(count, reason),
-      });
-      const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err));
-      scheduler.start();
-      return { queue, scheduler };
+      let info = raw as Record<string | symbol, unknown> | false;
+      const parent = (this as unknown as { parent?: LoggerStreams }).parent;
+      if (loggerFormat && parent?.format && info) info = parent.format.transform(info as never, parent.format.options) as typeof info;
+      if (!info || !(this as unknown as { _accept(w: { chunk: unknown }): boolean })._accept({ chunk: info })) return;
+      if (this.format) info = this.format.transform({ ...info } as never, this.format.options) as typeof info;
+      if (info) this.accept(info as Record<string, unknown>);
     } catch (err) {
-      const error = new VectorQueueError(`cannot open the queue file ${JSON.stringify(file)}: ${(err as Error).message}`, { cause: err });
-      // After construction, so a listener attached right after `new` sees it.
-      setImmediate(() => this.emit('error', error));
-      return undefined;
+      this.drop('format-error', 1, err);
     }
   }
 
@@ -206,6 +407,11 @@ export class VectorTransport extends TransportStream {
   }
 
   private accept(info: Record<string, unknown>): void {
+    if (this.openFailed && this.uncommitted.length >= this.config.highWaterMark) {
+      // The file is not open yet (or cannot be now): memory is bounded; the gap is counted and told.
+      this.drop('queue-unavailable', 1);
+      return;
+    }
     try {
       this.uncommitted.write(buildRecord(info, this.context()));
       // The info is kept until the commit only for those who listen to 'logged'.
@@ -225,7 +431,7 @@ export class VectorTransport extends TransportStream {
   }
 
   private admit(callback: () => void): void {
-    if (this.uncommitted.length < this.config.highWaterMark) callback();
+    if (this.uncommitted.length < this.config.highWaterMark || this.openFailed) callback();
     else this.held.push(callback);
   }
 
@@ -247,12 +453,26 @@ export class VectorTransport extends TransportStream {
         this.uncommittedInfos = [];
         // There is room again: winston may hand over the next records while this commit runs.
         for (const callback of this.held.splice(0)) callback();
+        if (!rt) {
+          // The file never opened before close(): what waits is written out beside it, for the
+          // next transport that opens it; never beside a file that is not a queue.
+          try {
+            if (this.foreign) throw new VectorQueueError(`${this.file} is not a winston-vector queue`);
+            writeSpill(this.file, undefined, batch);
+          } catch (err) {
+            this.drop('write-failed', batch.length, err);
+          }
+          this.uncommitted.recycle(batch);
+          continue;
+        }
         try {
-          if (!rt || this.queueClosed) throw new VectorQueueError('the queue is not open');
+          if (this.queueClosed) throw new VectorQueueError('the queue is not open');
           this.committingRows = batch.length;
+          this.inFlight = batch;
           try {
             await rt.queue.append(batch);
           } finally {
+            this.inFlight = undefined;
             this.committingRows = 0;
             this.uncommitted.recycle(batch);
           }
@@ -336,6 +556,7 @@ export class VectorTransport extends TransportStream {
   }
 
   private async flushNow(): Promise<FlushResult> {
+    if (this.openFailed) return { delivered: 0, pending: this.uncommitted.length };
     await this.committed();
     const rt = await this.runtime;
     if (!rt || this.closing) return { delivered: 0, pending: rt ? await rt.queue.pendingCount().catch(() => 0) : 0 };
@@ -346,20 +567,22 @@ export class VectorTransport extends TransportStream {
 
   /** Records waiting in the queue file (from any process sharing it). */
   async pendingCount(): Promise<number> {
+    if (this.openFailed) return this.uncommitted.length;
     await this.committed();
     const rt = await this.runtime;
     return rt && !this.queueClosed ? rt.queue.pendingCount() : 0;
   }
 
   async stats(): Promise<TransportStats> {
-    const rt = await this.runtime;
+    const rt = this.openFailed ? undefined : await this.runtime;
     const q = rt && !this.queueClosed ? await rt.queue.stats() : { pending: 0, oldestPendingAt: null, deadLetters: 0, queueBytes: 0 };
     const s = rt?.scheduler.stats;
     return {
-      pending: q.pending,
+      pending: q.pending + (this.openFailed ? this.uncommitted.length : 0),
       delivered: s?.delivered ?? 0,
       retried: s?.retried ?? 0,
       unanswered: s?.unanswered ?? 0,
+      restored: this.restored,
       deadLettered: s?.deadLettered ?? 0,
       deadLetters: q.deadLetters,
       dropped: { ...this.dropped },
@@ -375,22 +598,25 @@ export class VectorTransport extends TransportStream {
    * delivered by then stays on disk and ships at the next start. Safe to call more than once.
    */
   override close(): Promise<void> {
-    this.closing ??= this.holdingProcess(() => this.shutdown());
+    this.closing ??= this.holdingProcess(() => this.shutdown(this.config.closeTimeout));
     return this.closing;
   }
 
-  private async shutdown(): Promise<void> {
+  private async shutdown(timeout: number): Promise<void> {
+    this.closeRequested = true;
+    this.wakeOpen?.();
     await this.committed();
     const rt = await this.runtime;
     try {
       if (rt) {
-        await rt.scheduler.close(this.config.closeTimeout);
+        await rt.scheduler.close(timeout);
         await rt.queue.close();
       }
     } catch (err) {
       this.warn(new VectorQueueError(`close failed: ${(err as Error).message}`, { cause: err }));
     } finally {
       this.queueClosed = true;
+      live.delete(this);
       this.shipper.close();
       this.emit('closed');
     }

@@ -290,10 +290,15 @@ describe('faults', () => {
       return t;
     }
 
-    it('a corrupt file is set aside, kept, with a warn; logging continues', async () => {
+    it('a queue file damaged inside (marked as ours) is set aside, kept, with a warn; logging continues', async () => {
       const dir = tempDir();
       const dbPath = join(dir, 'q.db');
-      writeFileSync(dbPath, Buffer.alloc(8192, 7));
+      await fill(dbPath, 2000);
+      await checkpoint(dbPath);
+      for (const f of ['-wal', '-shm']) rmSync(dbPath + f, { force: true });
+      const bytes = readFileSync(dbPath);
+      bytes.fill(7, 4096); // the header page stays: still recognisably ours
+      writeFileSync(dbPath, bytes);
       const t = await continues(dbPath);
       assert.ok(t.warnings.some((w) => /set aside as .*q\.db\.corrupt-/.test(w.message)));
       assert.equal(readdirSync(dir).filter((f) => /^q\.db\.corrupt-\d+$/.test(f)).length, 1);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import sqlite3 from 'sqlite3';
@@ -220,21 +220,14 @@ describe('SqliteQueue', () => {
     );
   });
 
-  it('a corrupt file is set aside (kept) and a new queue is made', async () => {
+  it('a file that is not SQLite is refused at prepare, naming it, and left byte for byte', () => {
     const dir = tempDir();
     const path = join(dir, 'q.db');
-    writeFileSync(path, 'this is not a database, just some text that is long enough to be read'.repeat(100));
-    const o = opts();
-    prepareDatabaseFile(path);
-    const queue = await SqliteQueue.open(path, o);
-    await queue.append(bodies(0, 1));
-    assert.equal(await queue.pendingCount(), 1);
-    assert.equal(o.warnings.length, 1);
-    assert.match(o.warnings[0]!, /set aside as .*q\.db\.corrupt-\d+/);
-    const aside = readdirSync(dir).filter((f) => f.startsWith('q.db.corrupt-'));
-    assert.equal(aside.length, 1);
-    assert.ok(existsSync(join(dir, aside[0]!)));
-    await queue.close();
+    const text = 'this is not a database, just some text that is long enough to be read'.repeat(100);
+    writeFileSync(path, text);
+    assert.throws(() => prepareDatabaseFile(path), /q\.db" cannot be used as the queue file \(it is not a winston-vector queue; it was left as it is\)/);
+    assert.equal(readFileSync(path, 'utf8'), text);
+    assert.deepEqual(readdirSync(dir), ['q.db']);
   });
 
   describe('bounds', () => {

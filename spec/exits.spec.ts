@@ -1,0 +1,99 @@
+/**
+ * Lose nothing on the ways processes really end: real child processes (spec/support/exit-child.cjs)
+ * that log and then exit, crash, reject, run dry or get a signal, right after logging; a fresh
+ * transport on the same file then ships what they left, in order.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { receiver, tempDir, transport, until } from './support/helpers';
+import type { VectorReceiver } from './support/vector-receiver';
+
+const child = join(__dirname, 'support', 'exit-child.cjs');
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  /** ms from the fault to the child's 'exit' listener, as it measured. */
+  exitMs: number | undefined;
+}
+
+function run(cfg: Record<string, unknown>, onLogged?: (kill: (s: NodeJS.Signals) => void) => void): Promise<Run> {
+  return new Promise((resolve) => {
+    const proc = spawn(process.execPath, [child], { env: { ...process.env, WV_EXIT: JSON.stringify(cfg) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d: Buffer) => (stderr += d));
+    proc.stdout.on('data', (d: Buffer) => {
+      if (d.toString().includes('logged')) onLogged?.((s) => proc.kill(s));
+    });
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      const m = /^exit \S+ (\d+)$/m.exec(stderr);
+      resolve({ code, signal, stderr, exitMs: m ? Number(m[1]) : undefined });
+    });
+  });
+}
+
+/** Ships what `dbPath` holds with a fresh transport; returns the messages in arrival order and its stats. */
+async function shipLeftovers(r: VectorReceiver, dbPath: string) {
+  const t = transport(r.url, { dbPath, batchSize: 1000 });
+  await until(async () => (await t.flush()).pending === 0, 20_000, 'the queue to drain');
+  const stats = await t.stats();
+  await t.close();
+  return { messages: r.events.map((e) => String(e.message)), stats };
+}
+
+const expected = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`);
+
+describe('exit paths: what was accepted is kept', () => {
+  // 30,000 records in one synchronous loop: more than `highWaterMark`, so some still wait in
+  // winston's own stream buffers when the process ends.
+  for (const [how, count] of [['exit', 30_000], ['throw', 2000], ['reject', 2000], ['dry', 2000]] as const) {
+    it(`${how === 'dry' ? 'the loop running dry' : how === 'exit' ? 'process.exit() in the same tick' : how === 'throw' ? 'an uncaught exception a tick later' : 'an unhandled rejection a tick later'}: all ${count} ship later, in order`, async () => {
+      const dbPath = join(tempDir(), 'q.db');
+      const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count, how });
+      assert.notEqual(res.signal, 'SIGKILL', 'the child ended by itself');
+      const r = await receiver();
+      const { messages, stats } = await shipLeftovers(r, dbPath);
+      assert.deepEqual(messages, expected(count));
+      if (how !== 'dry') assert.ok(stats.restored > 0, 'some came from the exit spill');
+      assert.deepEqual(readdirSync(join(dbPath, '..')).filter((f) => f.includes('.spill-')), [], 'spill files are gone once committed');
+    });
+  }
+
+  it('several transports in one process all write theirs out', async () => {
+    const dir = tempDir();
+    const dbPaths = [join(dir, 'a.db'), join(dir, 'b.db')];
+    await run({ dbPaths, url: 'http://127.0.0.1:9/', count: 500, how: 'exit' });
+    for (const dbPath of dbPaths) {
+      const r = await receiver();
+      assert.deepEqual((await shipLeftovers(r, dbPath)).messages, expected(500));
+    }
+  });
+
+  it('SIGTERM with the two README lines installed: nothing lost', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 20_000, how: 'signal' }, (kill) => kill('SIGTERM'));
+    assert.equal(res.code, 143);
+    const r = await receiver();
+    assert.deepEqual((await shipLeftovers(r, dbPath)).messages, expected(20_000));
+  });
+
+  for (const how of ['winston-exception', 'winston-rejection'] as const) {
+    it(`winston's ${how === 'winston-exception' ? 'exception' : 'rejection'} handler: the records and the crash record reach a live receiver before the exit, well inside winston's 3 s`, async () => {
+      const r = await receiver();
+      const dbPath = join(tempDir(), 'q.db');
+      const res = await run({ dbPaths: [dbPath], url: r.url, count: 200, how });
+      assert.equal(res.code, 1, res.stderr);
+      const messages = r.events.map((e) => String(e.message));
+      assert.deepEqual(messages.slice(0, 200), expected(200), 'delivered before the process was gone');
+      assert.equal(messages.length, 201);
+      assert.match(messages[200]!, how === 'winston-exception' ? /^uncaughtException: crash after logging/ : /^unhandledRejection: rejected after logging/);
+      assert.ok(res.exitMs !== undefined && res.exitMs < 2500, `exited ${res.exitMs} ms after the fault`);
+    });
+  }
+});

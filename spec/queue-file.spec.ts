@@ -1,0 +1,120 @@
+/**
+ * The queue file on disk: files that are not ours are never touched, symlinks are refused, a
+ * 0-byte file is an empty queue, a directory others can write gets a warning, and a file that is
+ * busy at open is retried, never final. Real files in temp dirs, a real second SQLite connection.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import sqlite3 from 'sqlite3';
+import winston from 'winston';
+import { VectorTransport } from '../lib/index';
+import { receiver, sleep, tempDir, transport, until } from './support/helpers';
+
+const bin = join(__dirname, '..', 'dist', 'cli.js');
+
+function exec(db: sqlite3.Database, sql: string): Promise<void> {
+  return new Promise((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));
+}
+
+async function sqliteFile(path: string, sql: string): Promise<void> {
+  const db = new sqlite3.Database(path);
+  await exec(db, sql);
+  await new Promise<void>((resolve) => db.close(() => resolve()));
+}
+
+const build = (dbPath: string) => () => new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', dbPath });
+
+describe('files that are not ours are never touched', () => {
+  it('a JSON config, or a SQLite file of another application id: refused at construction, naming the path, left byte for byte', async () => {
+    const dir = tempDir();
+    const config = join(dir, 'config.json');
+    writeFileSync(config, '{"port": 8080}\n');
+    chmodSync(config, 0o644);
+    assert.throws(build(config), /config\.json" cannot be used as the queue file \(it is not a winston-vector queue; it was left as it is\)/);
+    assert.equal(readFileSync(config, 'utf8'), '{"port": 8080}\n');
+    assert.equal(statSync(config).mode & 0o777, 0o644, 'not chmod-ed');
+    const other = join(dir, 'other.sqlite');
+    await sqliteFile(other, 'PRAGMA application_id = 42; CREATE TABLE t (x);');
+    const before = readFileSync(other);
+    assert.throws(build(other), /other\.sqlite" cannot be used/);
+    assert.deepEqual(readFileSync(other), before);
+    assert.deepEqual(readdirSync(dir).sort(), ['config.json', 'other.sqlite']);
+  });
+
+  it("an app's own SQLite database (no application id, its own tables): an 'error' naming it, no table added, nothing renamed", async () => {
+    const dir = tempDir();
+    const app = join(dir, 'app.db');
+    await sqliteFile(app, 'CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users (name) VALUES (\'ann\');');
+    const before = readFileSync(app);
+    const t = transport('http://127.0.0.1:9/', { dbPath: app });
+    await until(() => t.errors.length > 0, 10_000, "the 'error'");
+    assert.match(t.errors[0]!.message, /app\.db.*another application, not a winston-vector queue; it was left as it is/);
+    winston.createLogger({ transports: [t] }).info('goes nowhere');
+    await t.close();
+    assert.deepEqual(readFileSync(app), before, 'byte for byte');
+    assert.deepEqual(readdirSync(dir), ['app.db']);
+  });
+
+  it('a symlinked dbPath is refused; its target is not written or chmod-ed', () => {
+    const dir = tempDir();
+    const target = join(dir, 'target.db');
+    writeFileSync(target, '');
+    chmodSync(target, 0o644);
+    const link = join(dir, 'link.db');
+    symlinkSync(target, link);
+    assert.throws(build(link), /link\.db" cannot be used as the queue file \(it is a symbolic link/);
+    assert.equal(statSync(target).size, 0);
+    assert.equal(statSync(target).mode & 0o777, 0o644);
+  });
+
+  it('a 0-byte file (a process died before the schema) is an empty queue: for the transport and the CLI', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    writeFileSync(dbPath, '');
+    const status = spawnSync(process.execPath, [bin, 'status', '--db', dbPath, '--json'], { encoding: 'utf8' });
+    assert.equal(status.status, 0, status.stderr);
+    assert.equal(JSON.parse(status.stdout).pending, 0);
+    const r = await receiver();
+    const t = transport(r.url, { dbPath });
+    winston.createLogger({ transports: [t] }).info('into the empty file');
+    assert.deepEqual(await t.flush(), { delivered: 1, pending: 0 });
+    assert.deepEqual(t.errors, []);
+  });
+
+  it('a directory other users can write to gets a warning', async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o777);
+    const t = transport('http://127.0.0.1:9/', { dbPath: join(dir, 'q.db') });
+    await until(() => t.warnings.length > 0, 5000, 'the warning');
+    assert.match(t.warnings[0]!.message, /can be written by other users \(mode 777\)/);
+  });
+});
+
+describe('open failures are never final', () => {
+  it('a file busy past the busy timeout: retried, a warn and no error; records wait (to highWaterMark, then counted and told), then ship', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    const first = transport('http://127.0.0.1:9/', { dbPath });
+    await first.close(); // a queue file exists
+    const holder = new sqlite3.Database(dbPath);
+    await exec(holder, 'BEGIN EXCLUSIVE; INSERT INTO state (key, value, at) VALUES (\'held\', \'x\', 0);');
+    const r = await receiver();
+    const t = transport(r.url, { dbPath, highWaterMark: 50 });
+    const logger = winston.createLogger({ transports: [t] });
+    logger.info('before the failure');
+    await until(() => t.warnings.some((w) => /retrying with backoff/.test(w.message)), 20_000, 'the first failure');
+    for (let i = 0; i < 100; i++) logger.info(`m${i}`);
+    await sleep(50);
+    assert.deepEqual(t.errors, []);
+    assert.equal((await t.stats()).dropped['queue-unavailable'], 51, 'beyond highWaterMark, counted');
+    await exec(holder, 'ROLLBACK;');
+    await new Promise<void>((resolve) => holder.close(() => resolve()));
+    await until(() => t.warnings.some((w) => /is open now/.test(w.message)), 40_000, 'the file to open');
+    assert.equal((await t.flush()).pending, 0);
+    const messages = r.events.map((e) => String(e.message));
+    assert.equal(messages[0], '51 records dropped: queue-unavailable', 'the gap is told downstream first');
+    assert.deepEqual(messages.slice(1), ['before the failure', ...Array.from({ length: 49 }, (_, i) => `m${i}`)]);
+    assert.deepEqual(t.errors, []);
+  });
+});
