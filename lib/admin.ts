@@ -11,6 +11,8 @@ export class QueueFileError extends Error {
 export interface QueueStatus {
   readonly dbPath: string;
   readonly pending: number;
+  /** Pending records by the destination they were logged for (`(any)`: from versions that kept none). */
+  readonly destinations: Readonly<Record<string, number>>;
   /** Bytes of the pending records' bodies. */
   readonly pendingBytes: number;
   readonly oldestPendingAgeMs: number | null;
@@ -77,7 +79,7 @@ function isEmptyFile(dbPath: string): boolean {
 
 export async function queueStatus(dbPath: string, now = Date.now()): Promise<QueueStatus> {
   if (isEmptyFile(dbPath)) {
-    return { dbPath: resolve(dbPath), pending: 0, pendingBytes: 0, oldestPendingAgeMs: null, deadLetters: 0, dropped: {}, lastError: null, lastSuccess: null };
+    return { dbPath: resolve(dbPath), pending: 0, destinations: {}, pendingBytes: 0, oldestPendingAgeMs: null, deadLetters: 0, dropped: {}, lastError: null, lastSuccess: null };
   }
   return withQueueFile(dbPath, async (conn) => {
     const row = await conn.get<{ n: number; bytes: number | null; oldest: number | null; dead: number }>(
@@ -86,6 +88,9 @@ export async function queueStatus(dbPath: string, now = Date.now()): Promise<Que
               (SELECT count(*) FROM dead_letters) AS dead
        FROM records`,
     );
+    const byDestination = await conn
+      .all<{ destination: string | null; n: number }>('SELECT destination, count(*) AS n FROM records GROUP BY destination ORDER BY min(id)')
+      .catch(() => []);
     const counters = await conn.all<{ name: string; value: number }>("SELECT name, value FROM counters WHERE name LIKE 'dropped:%'").catch(() => []);
     const state = await conn.all<{ key: string; value: string; at: number }>('SELECT key, value, at FROM state').catch(() => []);
     const entry = (key: string) => {
@@ -95,6 +100,7 @@ export async function queueStatus(dbPath: string, now = Date.now()): Promise<Que
     return {
       dbPath: resolve(dbPath),
       pending: row?.n ?? 0,
+      destinations: Object.fromEntries(byDestination.map((d) => [d.destination ?? '(any)', d.n])),
       pendingBytes: row?.bytes ?? 0,
       oldestPendingAgeMs: row?.oldest == null ? null : Math.max(0, now - row.oldest),
       deadLetters: row?.dead ?? 0,

@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { listDeadLetters, purgeDeadLetters, QueueFileError, queueStatus, retryDeadLetters } from './admin';
 import { runDemo } from './demo';
 import { redact } from './errors';
+import { destinationKey } from './options';
 import { type Decoding, VectorReceiver } from './receiver';
 import { VectorTransport } from './transport';
 
@@ -42,12 +43,14 @@ Shows a queue file: pending records and bytes, age of the oldest, dead letters, 
 by the bounds (by reason), last delivery error and last success.
   --db PATH   the queue file (default ./logs/queue.db)
   --json      one JSON object, for scripts`,
-  drain: `Usage: winston-vector drain --db PATH --url URL [--batch-size N] [--timeout MS] [--rounds N]
+  drain: `Usage: winston-vector drain --db PATH --url URL [--from DEST] [--batch-size N] [--timeout MS] [--rounds N]
 
-Ships everything queued in PATH to Vector's http_server source at URL, with a progress bar and a
-summary. Exits 1 if anything could not be delivered (it stays in the file).
+Ships the records queued in PATH for URL (or, with --from, those logged for DEST: a Vector that
+moved) to Vector's http_server source at URL, with a progress bar and a summary. Exits 1 if
+anything could not be delivered (it stays in the file).
   --db PATH         the queue file (required)
   --url URL         Vector's http_server source; user:password@ in it becomes basic auth (required)
+  --from DEST       the destination the records were logged for, as 'status' lists it (default URL)
   --batch-size N    records per request (default 1000)
   --timeout MS      per-request timeout (default 10000)
   --rounds N        failed rounds in a row before giving up (default 3)`,
@@ -108,6 +111,7 @@ async function status(args: string[], io: Io): Promise<number> {
     [
       `queue         ${s.dbPath}`,
       `pending       ${s.pending} records, ${s.pendingBytes} bytes`,
+      ...Object.entries(s.destinations).map(([d, n]) => `  for         ${d}: ${n}`),
       `oldest        ${age(s.oldestPendingAgeMs)}`,
       `dead letters  ${s.deadLetters}`,
       `dropped       ${dropped}`,
@@ -129,6 +133,7 @@ async function drain(args: string[], io: Io): Promise<number> {
   const { values } = parse(args, {
     db: { type: 'string' },
     url: { type: 'string' },
+    from: { type: 'string' },
     'batch-size': { type: 'string' },
     timeout: { type: 'string' },
     rounds: { type: 'string' },
@@ -137,11 +142,11 @@ async function drain(args: string[], io: Io): Promise<number> {
   if (!values.db) throw new UsageError('--db is required');
   if (!values.url) throw new UsageError('--url is required');
   const before = await queueStatus(String(values.db));
-  const total = before.pending;
   let transport: VectorTransport;
   try {
     transport = new VectorTransport({
       vectorUrl: String(values.url),
+      destination: values.from === undefined ? undefined : String(values.from),
       project: 'drain',
       table: 'drain',
       dbPath: String(values.db),
@@ -155,6 +160,9 @@ async function drain(args: string[], io: Io): Promise<number> {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  const total = await transport.pendingCount();
+  const others = Object.entries(before.destinations).filter(([d]) => d !== '(any)' && d !== destinationKey(String(values.from ?? values.url)));
+  for (const [d, n] of others) io.err(`${n} ${n === 1 ? 'record is' : 'records are'} for ${d}: not sent (pass --from ${JSON.stringify(d)} to send them to --url)\n`);
   let lastWarn = '';
   transport.on('warn', (err: Error) => (lastWarn = err.message));
   transport.on('error', (err: Error) => (lastWarn = err.message));

@@ -12,6 +12,13 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   table: string;
   /** SQLite file of the durable queue; its directory is created. Default `./logs/queue.db`. */
   dbPath?: string;
+  /**
+   * The destination this transport's records are filed under in the queue file: it ships only
+   * those (and records from versions that kept none). Default: `vectorUrl` without credentials, so
+   * services with different Vectors can share a `dbPath`. Set it to an old URL to ship that backlog
+   * to a new `vectorUrl` (what `winston-vector drain --from` does).
+   */
+  destination?: string;
   /** Pending records that trigger a shipment, and the most one request carries. Default 100. */
   batchSize?: number;
   /** Ship whatever is pending at least this often, in ms. Default 5000. */
@@ -82,6 +89,7 @@ export interface ResolvedOptions {
   readonly project: string;
   readonly table: string;
   readonly dbPath: string;
+  readonly destination: string;
   readonly batchSize: number;
   readonly flushInterval: number;
   readonly maxRetries: number;
@@ -180,6 +188,18 @@ function resolveUrl(raw: unknown): { url: string; authorization: string | undefi
   return { url: parsed.href, authorization };
 }
 
+/** A destination as it is filed: a URL without its userinfo (never written to the queue file). */
+export function destinationKey(value: string): string {
+  try {
+    const u = new URL(value);
+    u.username = '';
+    u.password = '';
+    return u.href;
+  } catch {
+    return value;
+  }
+}
+
 /** Defaults, then validation, then a frozen object. Throws a TypeError/RangeError naming the option. */
 export function resolveOptions(options: VectorTransportOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') {
@@ -243,6 +263,7 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     project,
     table,
     dbPath,
+    destination: options.destination === undefined ? url : destinationKey(nonEmpty('destination', options.destination)),
     batchSize: integer('batchSize', options.batchSize, 100, 1),
     flushInterval: integer('flushInterval', options.flushInterval, 5000, 1),
     maxRetries,

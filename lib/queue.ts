@@ -57,6 +57,12 @@ export interface QueueOptions {
   readonly notice?: (count: number, reason: DropReason) => string;
   /** The clock, in ms since the epoch; tests may bring their own. */
   readonly now?: () => number;
+  /**
+   * The destination records are filed under (a credential-free URL): this queue writes its records
+   * with it and claims, counts and ships only those, and records with none (written before
+   * destinations were kept). Undefined: every record.
+   */
+  readonly destination?: string;
 }
 
 /** Estimated bytes a row costs beyond its body (rowid, columns, b-tree cell). */
@@ -96,7 +102,7 @@ export const PARTS_PER_INSERT = 64;
  * TEXT (the bytes are UTF-8). VALUES rows are inserted in their order, so ids follow the order of
  * logging. node-sqlite3 copies the bound bytes before `run` returns, so the chunks can be reused.
  */
-export function insertStatement(rows: RecordBatch, now: number): [string, unknown[]] {
+export function insertStatement(rows: RecordBatch, now: number, destination: string | null = null): [string, unknown[]] {
   const params: unknown[] = [now];
   let values = '';
   rows.forEachPart(
@@ -105,7 +111,8 @@ export function insertStatement(rows: RecordBatch, now: number): [string, unknow
   );
   let pick = '';
   for (let p = 2; p <= params.length; p++) pick += ` WHEN ${p} THEN ?${p}`;
-  const sql = `INSERT INTO records (body, created_at) SELECT CAST(substr(CASE column1${pick} END, column2, column3) AS TEXT), ?1 FROM (VALUES ${values.slice(0, -1)})`;
+  params.push(destination);
+  const sql = `INSERT INTO records (body, created_at, destination) SELECT CAST(substr(CASE column1${pick} END, column2, column3) AS TEXT), ?1, ?${params.length} FROM (VALUES ${values.slice(0, -1)})`;
   return [sql, params];
 }
 
@@ -119,7 +126,9 @@ CREATE TABLE IF NOT EXISTS records (
   lease_until INTEGER NOT NULL DEFAULT 0,
   -- Set on the notice records that stand for dropped ones: what they report.
   notice_reason TEXT,
-  notice_count INTEGER
+  notice_count INTEGER,
+  -- The Vector the record was logged for (its URL without credentials); NULL: any.
+  destination TEXT
 );
 CREATE TABLE IF NOT EXISTS counters (
   name TEXT PRIMARY KEY,
@@ -240,6 +249,8 @@ export class SqliteQueue implements Queue {
         }
       }
       await conn.exec(SCHEMA);
+      const columns = await conn.all<{ name: string }>('SELECT name FROM pragma_table_info(\'records\')');
+      if (!columns.some((c) => c.name === 'destination')) await conn.exec('ALTER TABLE records ADD COLUMN destination TEXT');
       const queue = new SqliteQueue(conn, options);
       queue.pageSize = (await conn.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 4096;
       if (crashed.length > 0) await conn.run('DELETE FROM state WHERE key IN (SELECT value FROM json_each(?))', [JSON.stringify(crashed)]);
@@ -322,24 +333,33 @@ export class SqliteQueue implements Queue {
     }
   }
 
-  private async insertAll(rows: RecordBatch, notices: Notice[] = []): Promise<void> {
+  /**
+   * Commits records another process wrote out at its exit (lib/spill.ts), under the destination
+   * they were logged for (undefined: this queue's).
+   */
+  restore(rows: readonly string[], destination: string | undefined): Promise<void> {
+    return this.conn.exclusive(() => this.insertAll(RecordBatch.of(rows), [], destination));
+  }
+
+  private async insertAll(rows: RecordBatch, notices: Notice[] = [], destination = this.options.destination): Promise<void> {
     if (rows.length === 0 && notices.length === 0) return;
     const now = this.now();
     const parts = rows.split(ROWS_PER_INSERT, PARTS_PER_INSERT);
     if (parts.length === 1 && notices.length === 0) {
-      await this.insert(parts[0]!, now);
+      await this.insert(parts[0]!, now, destination);
       return;
     }
     await this.conn.transaction(async () => {
       for (const n of notices) {
-        await this.conn.run('INSERT INTO records (body, created_at, notice_reason, notice_count) VALUES (?, ?, ?, ?)', [
+        await this.conn.run('INSERT INTO records (body, created_at, notice_reason, notice_count, destination) VALUES (?, ?, ?, ?, ?)', [
           n.body,
           now,
           n.reason,
           n.count,
+          this.options.destination ?? null,
         ]);
       }
-      for (const part of parts) await this.insert(part, now);
+      for (const part of parts) await this.insert(part, now, destination);
     });
   }
 
@@ -491,8 +511,8 @@ export class SqliteQueue implements Queue {
     return notices;
   }
 
-  private insert(rows: RecordBatch, now: number): Promise<number> {
-    const [sql, params] = insertStatement(rows, now);
+  private insert(rows: RecordBatch, now: number, destination: string | undefined): Promise<number> {
+    const [sql, params] = insertStatement(rows, now, destination ?? null);
     return this.conn.run(sql, params);
   }
 
@@ -500,11 +520,12 @@ export class SqliteQueue implements Queue {
     return this.conn.exclusive(async () => {
       const now = this.now();
       await this.expire(now);
+      const [mine, dest] = this.mine();
       const rows = await this.conn.all<QueuedRecord>(
         `UPDATE records SET lease_owner = ?, lease_until = ?
-         WHERE id IN (SELECT id FROM records WHERE lease_until < ? ORDER BY id LIMIT ?)
+         WHERE id IN (SELECT id FROM records WHERE lease_until < ? AND ${mine} ORDER BY id LIMIT ?)
          RETURNING id, body`,
-        [this.owner, now + this.options.leaseMs, now, limit],
+        [this.owner, now + this.options.leaseMs, now, ...dest, limit],
       );
       return rows.sort((a, b) => a.id - b.id);
     });
@@ -630,20 +651,31 @@ export class SqliteQueue implements Queue {
     });
   }
 
+  /** SQL that keeps this queue's records (its destination's, and those with none), and its parameters. */
+  private mine(): [sql: string, params: unknown[]] {
+    const d = this.options.destination;
+    return d === undefined ? ['1', []] : ['(destination IS NULL OR destination = ?)', [d]];
+  }
+
   async maxId(): Promise<number> {
-    const row = await this.conn.exclusive(() => this.conn.get<{ n: number }>('SELECT coalesce(max(id), 0) AS n FROM records'));
+    const [mine, dest] = this.mine();
+    const row = await this.conn.exclusive(() => this.conn.get<{ n: number }>(`SELECT coalesce(max(id), 0) AS n FROM records WHERE ${mine}`, dest));
     return row?.n ?? 0;
   }
 
+  /** Records of this queue's destination waiting (from any process sharing the file). */
   async pendingCount(): Promise<number> {
-    const row = await this.conn.exclusive(() => this.conn.get<{ n: number }>('SELECT count(*) AS n FROM records'));
+    const [mine, dest] = this.mine();
+    const row = await this.conn.exclusive(() => this.conn.get<{ n: number }>(`SELECT count(*) AS n FROM records WHERE ${mine}`, dest));
     return row?.n ?? 0;
   }
 
   async stats(): Promise<{ pending: number; oldestPendingAt: number | null; deadLetters: number; queueBytes: number }> {
     return this.conn.exclusive(async () => {
+      const [mine, dest] = this.mine();
       const row = await this.conn.get<{ n: number; oldest: number | null; dead: number }>(
-        'SELECT (SELECT count(*) FROM records) AS n, (SELECT created_at FROM records ORDER BY id LIMIT 1) AS oldest, (SELECT count(*) FROM dead_letters) AS dead',
+        `SELECT (SELECT count(*) FROM records WHERE ${mine}) AS n, (SELECT created_at FROM records WHERE ${mine} ORDER BY id LIMIT 1) AS oldest, (SELECT count(*) FROM dead_letters) AS dead`,
+        [...dest, ...dest],
       );
       const room = await this.room();
       return {

@@ -21,6 +21,8 @@ const NEWLINE = Buffer.from('\n');
 interface Header {
   /** Rows, from the first, that were in a commit under way: they may be in the queue already. */
   readonly maybeCommitted: number;
+  /** The destination the rows were logged for. */
+  readonly destination: string | undefined;
 }
 
 /**
@@ -28,10 +30,10 @@ interface Header {
  * file beside `file`. Synchronous, for an `'exit'` listener; returns the rows written. Throws on a
  * file system error (the caller swallows it: an exit handler never throws).
  */
-export function writeSpill(file: string, inFlight: RecordBatch | undefined, waiting: RecordBatch): number {
+export function writeSpill(file: string, destination: string, inFlight: RecordBatch | undefined, waiting: RecordBatch): number {
   const rows = (inFlight?.length ?? 0) + waiting.length;
   if (rows === 0) return 0;
-  const parts: Buffer[] = [Buffer.from(`${JSON.stringify({ spill: 1, maybeCommitted: inFlight?.length ?? 0 })}\n`)];
+  const parts: Buffer[] = [Buffer.from(`${JSON.stringify({ spill: 1, maybeCommitted: inFlight?.length ?? 0, destination })}\n`)];
   const add = (row: Buffer) => parts.push(Buffer.from(row), NEWLINE);
   inFlight?.forEach(add);
   waiting.forEach(add);
@@ -51,6 +53,7 @@ export interface Spill {
   /** The records, in the order they were logged. */
   readonly rows: string[];
   readonly maybeCommitted: number;
+  readonly destination: string | undefined;
   /** Lines that were not a whole record (a write cut short). */
   readonly damaged: number;
   /** Deletes the claimed file: call once its rows are committed. */
@@ -91,10 +94,12 @@ export function claimSpills(file: string): Spill[] {
 
 function read(path: string): Spill {
   const lines = readFileSync(path, 'utf8').split('\n');
-  let header: Header = { maybeCommitted: 0 };
+  let header: Header = { maybeCommitted: 0, destination: undefined };
   try {
-    const h = JSON.parse(lines[0] ?? '') as { spill?: number; maybeCommitted?: unknown };
-    if (h.spill === 1 && typeof h.maybeCommitted === 'number') header = { maybeCommitted: h.maybeCommitted };
+    const h = JSON.parse(lines[0] ?? '') as { spill?: number; maybeCommitted?: unknown; destination?: unknown };
+    if (h.spill === 1 && typeof h.maybeCommitted === 'number') {
+      header = { maybeCommitted: h.maybeCommitted, destination: typeof h.destination === 'string' ? h.destination : undefined };
+    }
   } catch {
     // a header cut short: the rows are still read
   }
@@ -112,6 +117,7 @@ function read(path: string): Spill {
   return {
     rows,
     maybeCommitted: Math.min(header.maybeCommitted, rows.length),
+    destination: header.destination,
     damaged,
     done: () => {
       try {

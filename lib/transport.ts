@@ -224,6 +224,7 @@ export class VectorTransport extends TransportStream {
           overflow: c.overflow,
           maxAge: c.maxAge,
           maxDeadLetters: c.maxDeadLetters,
+          destination: c.destination,
           onWarn: (message, cause) => this.warn(new VectorQueueError(message, { cause })),
           onDrop: (reason, count) => this.drop(reason, count),
           notice: (count, reason) => this.notice(count, reason),
@@ -279,7 +280,7 @@ export class VectorTransport extends TransportStream {
    */
   private async restoreSpills(queue: SqliteQueue): Promise<void> {
     for (const spill of claimSpills(this.file)) {
-      if (spill.rows.length > 0) await queue.append(spill.rows);
+      if (spill.rows.length > 0) await queue.restore(spill.rows, spill.destination);
       spill.done();
       this.restored += spill.rows.length;
       if (spill.damaged > 0) this.drop('spill-damaged', spill.damaged);
@@ -306,7 +307,7 @@ export class VectorTransport extends TransportStream {
       if (ts?.writecb && ts.writechunk) this.acceptBuffered(ts.writechunk, true);
       for (const info of buffered(parent._writableState)) this.acceptBuffered(info, true);
     }
-    return writeSpill(this.file, this.inFlight, this.uncommitted.peek());
+    return writeSpill(this.file, this.config.destination, this.inFlight, this.uncommitted.peek());
   }
 
   /** An info found in a stream buffer at exit: through the formats and the level filter, then accepted. */
@@ -458,7 +459,7 @@ export class VectorTransport extends TransportStream {
           // next transport that opens it; never beside a file that is not a queue.
           try {
             if (this.foreign) throw new VectorQueueError(`${this.file} is not a winston-vector queue`);
-            writeSpill(this.file, undefined, batch);
+            writeSpill(this.file, this.config.destination, undefined, batch);
           } catch (err) {
             this.drop('write-failed', batch.length, err);
           }

@@ -104,16 +104,23 @@ describe('winston-vector CLI', () => {
 
   it('drain ships everything with a summary; exit 1 with records left when the receiver is down', async () => {
     const dbPath = await queueFile();
-    const pending = JSON.parse(cli(['status', '--db', dbPath, '--json']).stdout).pending as number;
+    const status = JSON.parse(cli(['status', '--db', dbPath, '--json']).stdout) as { pending: number; destinations: Record<string, number> };
+    const pending = status.pending;
+    const [from] = Object.keys(status.destinations);
+    assert.deepEqual(status.destinations, { [from!]: pending }, 'every record kept for the Vector it was logged for');
 
-    const down = cli(['drain', '--db', dbPath, '--url', 'http://user:hunter2@127.0.0.1:9/', '--rounds', '1', '--timeout', '500']);
+    const elsewhere = cli(['drain', '--db', dbPath, '--url', 'http://127.0.0.1:9/', '--rounds', '1', '--timeout', '500']);
+    assert.match(elsewhere.stderr, new RegExp(`${pending} records are for ${from}: not sent \\(pass --from`));
+    assert.match(elsewhere.stdout, /delivered 0, dead-lettered 0, left 0/);
+
+    const down = cli(['drain', '--db', dbPath, '--url', 'http://user:hunter2@127.0.0.1:9/', '--from', from!, '--rounds', '1', '--timeout', '500']);
     assert.equal(down.status, 1);
     assert.match(down.stdout, new RegExp(`delivered 0, dead-lettered 0, left ${pending}`));
     assert.match(down.stderr, /not everything could be delivered: .*ECONNREFUSED/);
     assert.doesNotMatch(down.stdout + down.stderr, /hunter2/);
 
     const r = await receiver();
-    const res = await cliAsync(['drain', '--db', dbPath, '--url', r.url]);
+    const res = await cliAsync(['drain', '--db', dbPath, '--url', r.url, '--from', from!]);
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, new RegExp(`delivered ${pending}, dead-lettered 0, left 0`));
     assert.match(res.stderr, /\[#+\] \d+\/\d+/, 'a progress bar');

@@ -57,13 +57,16 @@ describe('examples', () => {
 
   it('short-lived-job.mjs: flush with a deadline; what is left ships at the next run', async () => {
     const queue = join(tempDir(), 'q.db');
+    // The same Vector, down and then up again on its port: records are kept for their destination.
+    const r = await receiver();
+    await r.stop();
     const started = Date.now();
-    const down = run('short-lived-job.mjs', { VECTOR_URL: 'http://127.0.0.1:9/', DEADLINE_MS: '1500', QUEUE_DB: queue });
+    const down = run('short-lived-job.mjs', { VECTOR_URL: r.url, DEADLINE_MS: '1500', QUEUE_DB: queue });
     assert.equal(await down.exited, 0, down.io.stderr);
     assert.ok(Date.now() - started < 10_000, 'the deadline bounds the exit');
     assert.match(down.io.stdout, /27 records left for the next run/);
 
-    const r = await receiver();
+    await r.start();
     const up = run('short-lived-job.mjs', { VECTOR_URL: r.url, DEADLINE_MS: '5000', QUEUE_DB: queue });
     assert.equal(await up.exited, 0, up.io.stderr);
     assert.match(up.io.stdout, /^flushed after \d+ ms; 0 records left/);

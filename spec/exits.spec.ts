@@ -40,7 +40,8 @@ function run(cfg: Record<string, unknown>, onLogged?: (kill: (s: NodeJS.Signals)
 
 /** Ships what `dbPath` holds with a fresh transport; returns the messages in arrival order and its stats. */
 async function shipLeftovers(r: VectorReceiver, dbPath: string) {
-  const t = transport(r.url, { dbPath, batchSize: 1000 });
+  // The children logged for a Vector that was down (port 9): ship that destination's backlog here.
+  const t = transport(r.url, { dbPath, batchSize: 1000, destination: 'http://127.0.0.1:9/' });
   await until(async () => (await t.flush()).pending === 0, 20_000, 'the queue to drain');
   const stats = await t.stats();
   await t.close();

@@ -20,8 +20,8 @@ const SOAK = process.env.WV_SOAK === '1';
 const ids = (r: VectorReceiver) => r.events.map((e) => String(e.message));
 
 /** Ships everything left in `dbPath` with a fresh transport, then closes it. */
-async function drainWith(url: string, dbPath: string): Promise<void> {
-  const t = transport(url, { dbPath, batchSize: 1000 });
+async function drainWith(url: string, dbPath: string, from?: string): Promise<void> {
+  const t = transport(url, { dbPath, batchSize: 1000, destination: from });
   await until(async () => (await t.flush()).pending === 0, 30_000, 'the queue to drain');
   await t.close();
 }
@@ -104,7 +104,7 @@ describe('faults', () => {
     assert.equal(child.acked.length, total);
 
     const r = await receiver();
-    await drainWith(r.url, dbPath);
+    await drainWith(r.url, dbPath, 'http://127.0.0.1:9/');
     assert.equal(r.events.length, total);
     assert.ok(inOrderPerProducer(ids(r)));
   });

@@ -455,3 +455,40 @@ describe('VectorTransport through a winston logger', () => {
     assert.ok(Date.now() - started < 10_000);
   });
 });
+
+describe('a record goes only to the Vector it was logged for', () => {
+  it('two services with different vectorUrls share a dbPath: each Vector gets its own records only', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    const a = await receiver();
+    const b = await receiver();
+    await a.stop(); // A's Vector is down: its records wait in the shared file
+    const ta = transport(a.url, { dbPath, maxRetries: 1 });
+    const tb = transport(b.url, { dbPath });
+    const la = winston.createLogger({ transports: [ta] });
+    const lb = winston.createLogger({ transports: [tb] });
+    for (let i = 0; i < 50; i++) {
+      la.info(`A${i}`);
+      lb.info(`B${i}`);
+    }
+    assert.deepEqual(await tb.flush(), { delivered: 50, pending: 0 });
+    assert.equal(await ta.pendingCount(), 50);
+    assert.deepEqual(b.events.map((e) => e.message), Array.from({ length: 50 }, (_, i) => `B${i}`), "B's Vector never sees A's records");
+    await a.start();
+    assert.deepEqual(await ta.flush(), { delivered: 50, pending: 0 });
+    assert.deepEqual(a.events.map((e) => e.message), Array.from({ length: 50 }, (_, i) => `A${i}`));
+  });
+
+  it('records of a file written before destinations were kept ship to whichever transport opens it', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    const conn = await Connection.open(dbPath, 1000);
+    await conn.exec(`CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL, created_at INTEGER NOT NULL,
+      lease_owner TEXT, lease_until INTEGER NOT NULL DEFAULT 0, notice_reason TEXT, notice_count INTEGER);
+      CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, body TEXT NOT NULL, created_at INTEGER NOT NULL, failed_at INTEGER NOT NULL, status INTEGER, reason TEXT NOT NULL);
+      INSERT INTO records (body, created_at) VALUES ('{"message":"old"}', 0);`);
+    await conn.close();
+    const r = await receiver();
+    const t = transport(r.url, { dbPath });
+    assert.deepEqual(await t.flush(), { delivered: 1, pending: 0 });
+    assert.deepEqual(r.events.map((e) => e.message), ['old']);
+  });
+});
