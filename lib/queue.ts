@@ -191,8 +191,14 @@ export class SqliteQueue implements Queue {
   private pageSize = 4096;
   /** The ack waiting for its turn on the connection, which later acks join. */
   private waitingAck: { parts: Array<readonly number[]>; done: Promise<number | Set<number>> } | undefined;
-  /** Drops not yet told downstream by a notice record. */
+  /**
+   * Drops not yet told downstream, not yet added to the file's `unreported:<reason>` counters. The
+   * file keeps what no notice has told yet, so any process that writes or claims next (also after
+   * a restart) ships the notice; a notice's insert takes its count off in the same transaction.
+   */
   private readonly unreported = new Map<DropReason, number>();
+  /** The file may hold unreported drops: true at open and after a drop, false once none was found. */
+  private mayHaveUnreported = true;
 
   private constructor(
     private readonly conn: Connection,
@@ -302,7 +308,7 @@ export class SqliteQueue implements Queue {
     let rows = RecordBatch.concat(items.map((i) => i.rows));
     try {
       rows = await this.makeRoom(rows);
-      const notices = this.unreported.size > 0 ? this.takeNotices(rows, await this.room()) : [];
+      const notices = this.mayHaveUnreported ? await this.takeNotices(rows, await this.room()) : [];
       try {
         await this.insertAll(rows, notices);
       } catch (err) {
@@ -321,10 +327,8 @@ export class SqliteQueue implements Queue {
             );
           }
         }
-        if (!written) {
-          for (const n of notices) this.unreport(n.reason, n.count);
-          this.dropped('disk-full', rows.length);
-        }
+        // The notices' counts were taken off inside the transaction that failed: still in the file.
+        if (!written) this.dropped('disk-full', rows.length);
       }
       await this.saveCounters().catch(() => undefined);
       for (const item of items) item.resolve();
@@ -341,7 +345,7 @@ export class SqliteQueue implements Queue {
     return this.conn.exclusive(() => this.insertAll(RecordBatch.of(rows), [], destination));
   }
 
-  private async insertAll(rows: RecordBatch, notices: Notice[] = [], destination = this.options.destination): Promise<void> {
+  private async insertAll(rows: RecordBatch, notices: readonly Notice[] = [], destination = this.options.destination): Promise<void> {
     if (rows.length === 0 && notices.length === 0) return;
     const now = this.now();
     const parts = rows.split(ROWS_PER_INSERT, PARTS_PER_INSERT);
@@ -358,6 +362,7 @@ export class SqliteQueue implements Queue {
           n.count,
           this.options.destination ?? null,
         ]);
+        await this.conn.run('UPDATE counters SET value = value - ? WHERE name = ?', [n.count, `unreported:${n.reason}`]);
       }
       for (const part of parts) await this.insert(part, now, destination);
     });
@@ -464,15 +469,19 @@ export class SqliteQueue implements Queue {
 
   /** Adds the drops of the operation that just ran to the file's counters. Call inside `exclusive`. */
   private async saveCounters(): Promise<void> {
-    if (this.counted.size === 0) return;
-    const entries = [...this.counted];
+    if (this.counted.size === 0 && this.unreported.size === 0) return;
+    const entries = [
+      ...[...this.counted].map(([name, n]) => [`dropped:${name}`, n] as const),
+      ...[...this.unreported].map(([name, n]) => [`unreported:${name}`, n] as const),
+    ];
+    // One statement (atomic by itself, and usable inside a caller's transaction).
+    await this.conn.run(
+      `INSERT INTO counters (name, value) VALUES ${entries.map(() => '(?, ?)').join(', ')} ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`,
+      entries.flat(),
+    );
+    // Cleared only once written: on a full disk they wait for the next write.
     this.counted.clear();
-    for (const [name, n] of entries) {
-      await this.conn.run('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value', [
-        `dropped:${name}`,
-        n,
-      ]);
-    }
+    this.unreported.clear();
   }
 
   private lastSuccessNoted = 0;
@@ -496,19 +505,42 @@ export class SqliteQueue implements Queue {
 
   private unreport(reason: DropReason, count: number): void {
     this.unreported.set(reason, (this.unreported.get(reason) ?? 0) + count);
+    this.mayHaveUnreported = true;
   }
 
   /**
-   * The notices for drops not yet reported, one per reason, when they fit (under `drop-oldest` they
-   * always go in: they are what tells the downstream about the gap).
+   * The notices for the drops the file holds as not yet reported (this process's and any other's),
+   * one per reason, when they fit (under `drop-oldest` they always go in: they are what tells the
+   * downstream about the gap). Their counts come off when they are inserted. Call inside `exclusive`.
    */
-  private takeNotices(rows: RecordBatch, room: number): Notice[] {
-    if (this.unreported.size === 0 || !this.options.notice) return [];
-    const notices = [...this.unreported].map(([reason, count]) => ({ reason, count, body: this.options.notice!(count, reason) }));
+  private async takeNotices(rows: RecordBatch, room: number): Promise<Notice[]> {
+    if (!this.options.notice) return [];
+    try {
+      await this.saveCounters();
+    } catch {
+      return []; // a full disk: they stay counted in memory, and are told later
+    }
+    const pending = await this.conn.all<{ name: string; value: number }>("SELECT name, value FROM counters WHERE name LIKE 'unreported:%' AND value > 0");
+    if (pending.length === 0) {
+      this.mayHaveUnreported = false;
+      return [];
+    }
+    const notices = pending.map((p) => {
+      const reason = p.name.slice('unreported:'.length) as DropReason;
+      return { reason, count: p.value, body: this.options.notice!(p.value, reason) };
+    });
     const need = textBytes(notices.map((x) => x.body)) + batchBytes(rows);
     if (need > room && this.options.overflow === 'drop-newest') return [];
-    this.unreported.clear();
     return notices;
+  }
+
+  /** Ships the notices the file holds, when there is room for them: before a claim, so it takes them. */
+  private async tellDrops(): Promise<void> {
+    if (!this.mayHaveUnreported) return;
+    const notices = await this.takeNotices(RecordBatch.empty, await this.room());
+    if (notices.length > 0) await this.insertAll(RecordBatch.empty, notices).catch((err: unknown) => {
+      if (!isFull(err)) throw err;
+    });
   }
 
   private insert(rows: RecordBatch, now: number, destination: string | undefined): Promise<number> {
@@ -520,6 +552,7 @@ export class SqliteQueue implements Queue {
     return this.conn.exclusive(async () => {
       const now = this.now();
       await this.expire(now);
+      await this.tellDrops();
       const [mine, dest] = this.mine();
       const rows = await this.conn.all<QueuedRecord>(
         `UPDATE records SET lease_owner = ?, lease_until = ?
@@ -544,7 +577,6 @@ export class SqliteQueue implements Queue {
       this.dropped('max-age', n);
       if (n < 1000) break;
     }
-    if (this.unreported.size > 0) await this.insertAll(RecordBatch.empty, this.takeNotices(RecordBatch.empty, Infinity));
     await this.saveCounters();
   }
 

@@ -118,3 +118,27 @@ describe('open failures are never final', () => {
     assert.deepEqual(t.errors, []);
   });
 });
+
+describe('every gap is marked downstream', () => {
+  for (const overflow of ['drop-newest', 'drop-oldest'] as const) {
+    it(`${overflow}: drops not yet told stay in the file; the notice ships from the next process, after a restart`, async () => {
+      const dbPath = join(tempDir(), 'q.db');
+      const r = await receiver();
+      await r.stop(); // the same Vector, down for the first process
+      const first = transport(r.url, { dbPath, maxQueueBytes: 64 * 1024, overflow, maxRetries: 1 });
+      const logger = winston.createLogger({ transports: [first] });
+      for (let i = 0; i < 600; i++) logger.info(`m${i}`, { pad: 'p'.repeat(300) });
+      await first.committed();
+      const dropped = (await first.stats()).dropped['queue-full'] ?? 0;
+      assert.ok(dropped > 0, 'the bound dropped some');
+      await first.close();
+
+      await r.start();
+      const second = transport(r.url, { dbPath, batchSize: 1000 });
+      await until(async () => (await second.flush()).pending === 0, 20_000, 'the backlog to drain');
+      const notices = r.events.filter((e) => /records dropped: queue-full$/.test(String(e.message)));
+      const told = notices.reduce((n, e) => n + Number((e.extra as { dropped: number }).dropped), 0);
+      assert.equal(told, dropped, `every drop told downstream (${notices.map((e) => e.message).join(', ')})`);
+    });
+  }
+});
