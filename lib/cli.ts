@@ -181,6 +181,8 @@ async function drain(args: string[], io: Io): Promise<number> {
     if (!io.tty) io.err(`${bar(delivered, total)}\n`);
   }
   const stats = await transport.stats();
+  // The transport also ships on its own from the start, not only inside flush().
+  delivered = stats.delivered;
   await transport.close();
   if (io.tty) io.err('\n');
   io.out(`delivered ${delivered}, dead-lettered ${stats.deadLettered}, left ${pending}\n`);

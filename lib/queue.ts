@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, renameSync } from 'node:fs';
+import { existsSync, renameSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { RecordBatch } from './batch';
 import { VectorQueueError } from './errors';
@@ -36,7 +36,7 @@ export interface Queue {
 }
 
 /** Why records left the queue without being delivered. */
-export type DropReason = 'queue-full' | 'disk-full' | 'max-age' | 'dead-letter-overflow';
+export type DropReason = 'queue-full' | 'disk-full' | 'max-age' | 'dead-letter-overflow' | 'damaged-file';
 
 export interface QueueOptions {
   /** How long a claim holds records before another process may take them, in ms. */
@@ -151,6 +151,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 export { prepareDatabaseFile } from './queue-file';
 
+/** Ids read at a time from a damaged file: a range SQLite cannot read is lost whole. */
+const SALVAGE_RANGE = 500;
+
+/** Consecutive rows of one destination, in order. */
+function groupBy(rows: ReadonlyArray<{ readonly body: string; readonly destination: string | null }>): Array<[string | null, string[]]> {
+  const out: Array<[string | null, string[]]> = [];
+  for (const r of rows) {
+    const last = out[out.length - 1];
+    if (last && last[0] === r.destination) last[1].push(r.body);
+    else out.push([r.destination, [r.body]]);
+  }
+  return out;
+}
+
 /** The file is not a queue: never retried, never touched. */
 export class ForeignFileError extends Error {
   override readonly name = 'ForeignFileError';
@@ -218,10 +232,77 @@ export class SqliteQueue implements Queue {
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
       }
-      options.onWarn(`queue file ${file} was unreadable; set aside as ${aside}, a new one was created`, err);
       prepareDatabaseFile(file);
-      return SqliteQueue.openOnce(file, options);
+      const queue = await SqliteQueue.openOnce(file, options);
+      const { saved, lost } = await queue.salvage(aside);
+      options.onWarn(
+        `queue file ${file} was unreadable; set aside as ${aside}, a new one was created; ${saved} record(s) read from it were kept, ${lost} could not be read (dropped as damaged-file)`,
+        err,
+      );
+      return queue;
     }
+  }
+
+  /**
+   * Reads what SQLite can still read of the records in a damaged file (set aside) into this queue,
+   * in their order, range by range; the records of the ranges it cannot read are counted as
+   * dropped (`damaged-file`, estimated from their ids), and a notice tells downstream.
+   */
+  private async salvage(aside: string): Promise<{ saved: number; lost: number }> {
+    let saved = 0;
+    let lost = 0;
+    let old: Connection | undefined;
+    try {
+      old = await Connection.open(aside, 1000, false);
+      // A truncated file is refused whole unless the schema may be read as it is (read only here).
+      await old.exec('PRAGMA writable_schema = ON').catch(() => undefined);
+      // The last id given out (AUTOINCREMENT keeps it in a small table of its own), else the largest.
+      // (Bounded by what the file could hold, in case the damage reaches that number too.)
+      const last = Math.min(
+        Math.ceil(statSync(aside).size / 8),
+        (await old.get<{ n: number }>("SELECT seq AS n FROM sqlite_sequence WHERE name = 'records'").catch(() => undefined))?.n ??
+          (await old.get<{ n: number }>('SELECT max(id) AS n FROM records').catch(() => undefined))?.n ??
+          0,
+      );
+      // Walk forward from the oldest (rows below it were delivered, so the ids above it are what
+      // waited), fewer rows at a time where a read fails, down to one: an id that cannot be read
+      // is counted as lost.
+      let after = 0;
+      let limit = SALVAGE_RANGE;
+      for (;;) {
+        let rows: Array<{ id: number; body: string; destination: string | null }>;
+        try {
+          rows = await old.all('SELECT id, CAST(body AS TEXT) AS body, destination FROM records WHERE id > ? ORDER BY id LIMIT ?', [after, limit]);
+        } catch {
+          if (limit > 1) {
+            limit = Math.ceil(limit / 10);
+            continue;
+          }
+          if (after >= last) break;
+          lost++;
+          after++;
+          continue;
+        }
+        if (rows.length === 0) break;
+        for (const [destination, group] of groupBy(rows)) {
+          await this.restore(group, destination ?? undefined);
+          saved += group.length;
+        }
+        after = rows[rows.length - 1]!.id;
+        limit = SALVAGE_RANGE;
+      }
+    } catch {
+      // nothing more can be read
+    } finally {
+      await old?.close().catch(() => undefined);
+    }
+    if (lost > 0) {
+      await this.conn.exclusive(async () => {
+        this.dropped('damaged-file', lost);
+        await this.saveCounters();
+      });
+    }
+    return { saved, lost };
   }
 
   /**

@@ -312,11 +312,25 @@ describe('faults', () => {
       await checkpoint(dbPath); // move the records from the WAL into the main file, then cut that
       truncateSync(dbPath, Math.floor(statSync(dbPath).size / 2));
       for (const f of ['-wal', '-shm']) rmSync(dbPath + f, { force: true });
-      const t = transport(r.url, { dbPath });
+      // The records were logged for port 9 (down): this transport ships that destination's.
+      const t = transport(r.url, { dbPath, destination: 'http://127.0.0.1:9/', batchSize: 1000 });
       winston.createLogger({ transports: [t] }).info('after truncation');
-      await t.flush();
+      await until(async () => (await t.flush()).pending === 0, 20_000, 'the queue to drain');
       assert.ok(ids(r).includes('after truncation'));
-      assert.ok(t.warnings.some((w) => /set aside/.test(w.message)));
+      const warn = t.warnings.map((w) => w.message).find((m) => /set aside/.test(m));
+      const m = /(\d+) record\(s\) read from it were kept, (\d+) could not be read/.exec(warn ?? '');
+      assert.ok(m, `the warning counts what was kept and lost: ${warn}`);
+      const [saved, lost] = [Number(m[1]), Number(m[2])];
+      assert.equal(saved + lost, 2000, 'every record of the damaged file is accounted for');
+      assert.ok(saved > 0, 'the readable half was salvaged');
+      const salvaged = ids(r).filter((x) => x.startsWith('D:'));
+      assert.equal(salvaged.length, saved);
+      assert.ok(inOrderPerProducer(salvaged), 'salvaged in order');
+      if (lost > 0) {
+        const notice = r.events.find((e) => String(e.message) === `${lost} records dropped: damaged-file`);
+        assert.ok(notice, 'a notice tells downstream about the lost ones');
+        assert.equal((await t.stats()).dropped['damaged-file'], lost);
+      }
       assert.ok(readdirSync(dir).some((f) => f.startsWith('q.db.corrupt-')));
     });
 
