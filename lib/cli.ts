@@ -174,14 +174,15 @@ async function drain(args: string[], io: Io): Promise<number> {
   show();
   while (pending > 0 && failures < rounds) {
     const r = await transport.flush();
-    delivered += r.delivered;
+    const before = delivered;
+    // The transport also ships on its own from the start, not only inside flush().
+    delivered = (await transport.stats()).delivered;
     pending = r.pending;
-    failures = r.delivered === 0 ? failures + 1 : 0;
+    failures = delivered === before ? failures + 1 : 0;
     show();
     if (!io.tty) io.err(`${bar(delivered, total)}\n`);
   }
   const stats = await transport.stats();
-  // The transport also ships on its own from the start, not only inside flush().
   delivered = stats.delivered;
   await transport.close();
   if (io.tty) io.err('\n');

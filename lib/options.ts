@@ -65,7 +65,7 @@ export interface VectorTransportOptions extends TransportStreamOptions {
    * stream (they go into one transaction). Default 16384.
    */
   highWaterMark?: number;
-  /** Bound of the queue database on disk, in bytes. Default 256 MiB. */
+  /** Bound of the queue on disk (the database, its WAL and its shm file together), in bytes. Default 256 MiB. */
   maxQueueBytes?: number;
   /** What goes when the queue is full: `'drop-oldest'` (default) or `'drop-newest'`. */
   overflow?: 'drop-oldest' | 'drop-newest';

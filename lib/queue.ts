@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, renameSync, statSync } from 'node:fs';
+import { existsSync, renameSync, statfsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { hostname } from 'node:os';
 import { RecordBatch } from './batch';
 import { VectorQueueError } from './errors';
@@ -43,7 +44,7 @@ export interface QueueOptions {
   readonly leaseMs: number;
   readonly synchronous: 'normal' | 'full';
   readonly busyTimeout: number;
-  /** Bound of the database on disk (used pages), in bytes. */
+  /** Bound of the queue on disk (pages in use, WAL and shm), in bytes. */
   readonly maxQueueBytes: number;
   readonly overflow: 'drop-oldest' | 'drop-newest';
   /** Records older than this are dropped, in ms; undefined: no age bound. */
@@ -186,6 +187,22 @@ export function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] 
   return ['id IN (SELECT value FROM json_each(?))', [JSON.stringify(ids)]];
 }
 
+/** The WAL's budget: a sixteenth of maxQueueBytes (or of the disk), within these bounds. */
+const WAL_BUDGET_MIN = 8 * 1024;
+const WAL_BUDGET_MAX = 4 * 1024 * 1024;
+/** What the WAL's shared-memory index takes on disk (it grows by as much per ~4000 WAL frames). */
+const SHM_BYTES = 32 * 1024;
+/** Disk kept free beyond the WAL's allowance: for a checkpoint, the counters, a notice. */
+const DISK_RESERVE = 64 * 1024;
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
 const isFull = (err: unknown) => (err as { code?: unknown }).code === 'SQLITE_FULL';
 
 /** An owner token (`host:pid:random`) of another process of this host that no longer runs. */
@@ -217,8 +234,18 @@ export class SqliteQueue implements Queue {
   private constructor(
     private readonly conn: Connection,
     private readonly options: QueueOptions,
+    private readonly file: string,
   ) {
     this.now = options.now ?? Date.now;
+    // A sixteenth of what the queue can take: maxQueueBytes, or the disk when that is smaller.
+    let disk = Number.POSITIVE_INFINITY;
+    try {
+      const fs = statfsSync(dirname(file));
+      disk = fs.bavail * fs.bsize + sizeOf(file) + sizeOf(`${file}-wal`);
+    } catch {
+      // no statfs: maxQueueBytes alone
+    }
+    this.walBudget = Math.min(WAL_BUDGET_MAX, Math.max(WAL_BUDGET_MIN, Math.floor(Math.min(options.maxQueueBytes, disk) / 16)));
   }
 
   /** Opens (or creates) the queue. A corrupt file is set aside, renamed and kept, and a new one is made. */
@@ -338,8 +365,11 @@ export class SqliteQueue implements Queue {
       await conn.exec(SCHEMA);
       const columns = await conn.all<{ name: string }>('SELECT name FROM pragma_table_info(\'records\')');
       if (!columns.some((c) => c.name === 'destination')) await conn.exec('ALTER TABLE records ADD COLUMN destination TEXT');
-      const queue = new SqliteQueue(conn, options);
+      const queue = new SqliteQueue(conn, options, file);
       queue.pageSize = (await conn.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 4096;
+      // The WAL is checkpointed once it holds this much, and truncated back to it: it counts
+      // against maxQueueBytes (and the disk), so it must stay small.
+      await conn.exec(`PRAGMA wal_autocheckpoint = ${Math.max(1, Math.floor(queue.walBudget / queue.pageSize))}; PRAGMA journal_size_limit = ${queue.walBudget};`);
       if (crashed.length > 0) await conn.run('DELETE FROM state WHERE key IN (SELECT value FROM json_each(?))', [JSON.stringify(crashed)]);
       await conn.run('INSERT OR REPLACE INTO state (key, value, at) VALUES (?, ?, ?)', [`open:${queue.owner}`, 'open', queue.now()]);
       await queue.reclaimFromDeadProcesses();
@@ -394,24 +424,29 @@ export class SqliteQueue implements Queue {
         await this.insertAll(rows, notices);
       } catch (err) {
         if (!isFull(err)) throw err;
-        // The disk (or SQLite's page limit) is full: the policy decides who goes.
-        let written = false;
-        if (this.options.overflow === 'drop-oldest') {
+        // The disk (or SQLite's page limit) is full: the WAL's space first, then the policy decides who goes.
+        await this.checkpoint();
+        const attempt = () =>
+          this.insertAll(rows, notices).then(
+            () => true,
+            (e: unknown) => {
+              if (!isFull(e)) throw e;
+              return false;
+            },
+          );
+        let written = await attempt();
+        if (!written && this.options.overflow === 'drop-oldest') {
           const need = batchBytes(rows) * 2 + 16 * this.pageSize;
-          if ((await this.dropOldest(need, 'disk-full')) > 0) {
-            written = await this.insertAll(rows, notices).then(
-              () => true,
-              (e: unknown) => {
-                if (!isFull(e)) throw e;
-                return false;
-              },
-            );
+          if ((await this.dropOldest(need, 'disk-full').catch((e: unknown) => (isFull(e) ? 0 : Promise.reject(e)))) > 0) {
+            await this.checkpoint();
+            written = await attempt();
           }
         }
         // The notices' counts were taken off inside the transaction that failed: still in the file.
         if (!written) this.dropped('disk-full', rows.length);
       }
       await this.saveCounters().catch(() => undefined);
+      await this.trimWal();
       for (const item of items) item.resolve();
     } catch (err) {
       for (const item of items) item.reject(err);
@@ -449,46 +484,96 @@ export class SqliteQueue implements Queue {
     });
   }
 
-  /** Bytes left under `maxQueueBytes`, counting the pages in use. */
+  /**
+   * Bytes that may still be written. Under `maxQueueBytes`: the pages in use, the shared-memory
+   * file, and what the WAL may hold after a commit (it is truncated back to twice its budget)
+   * count. On the disk: what is free, plus the pages SQLite can reuse, less that WAL allowance and a
+   * reserve, so there is always room to delete, and to move the WAL into the file.
+   */
   private async room(): Promise<number> {
-    const row = await this.conn.get<{ used: number }>(
-      'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used',
+    const row = await this.conn.get<{ used: number; free: number }>(
+      'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used, (SELECT freelist_count FROM pragma_freelist_count()) AS free',
     );
-    const used = (row?.used ?? 0) * this.pageSize;
-    this.measured = { at: this.now(), used, since: 0 };
-    return this.options.maxQueueBytes - used;
+    const pages = (row?.used ?? 0) * this.pageSize;
+    const wal = sizeOf(`${this.file}-wal`);
+    const shm = sizeOf(`${this.file}-shm`);
+    this.usage = pages + wal + shm;
+    const residual = 2 * this.walBudget;
+    const byBound = this.options.maxQueueBytes - pages - Math.max(shm, SHM_BYTES) - residual;
+    let byDisk = Number.POSITIVE_INFINITY;
+    try {
+      const fs = statfsSync(dirname(this.file));
+      byDisk = fs.bavail * fs.bsize + wal + (row?.free ?? 0) * this.pageSize - residual - DISK_RESERVE;
+    } catch {
+      // no statfs here: SQLITE_FULL is still handled
+    }
+    this.diskBound = byDisk < byBound;
+    const room = Math.min(byBound, byDisk);
+    this.measured = { at: this.now(), room, since: 0 };
+    return room;
   }
 
-  /** The last measure of the file, and the bytes written since: asking SQLite on every commit costs. */
-  private measured = { at: 0, used: 0, since: 0 };
+  /** Bytes the queue takes on disk at the last measure: pages in use, WAL and shm. */
+  private usage = 0;
+  /** The last measure's room was set by the disk, not by `maxQueueBytes`. */
+  private diskBound = false;
+  /** Bytes the WAL may hold before it is checkpointed (and truncated back to). */
+  private readonly walBudget: number;
+  /** drop-newest dropped for lack of room: it keeps dropping until a quarter of the bound is free. */
+  private full = false;
+
+  /** The last measure of the room, and the bytes written since: asking on every commit costs. */
+  private measured = { at: 0, room: 0, since: 0 };
 
   /**
    * `room()` when the queue may be near its bound (or the last measure is over a second old, since
-   * other processes may share the file); otherwise an upper estimate of the bytes used, which is enough
-   * to know that `incoming` fits.
+   * other processes may share the file and the disk); otherwise the last room less what was
+   * written since, which is enough to know that `incoming` fits.
    */
   private async roomFor(incoming: number): Promise<number> {
     const m = this.measured;
-    const estimate = m.used + m.since + incoming;
-    if (this.now() - m.at < 1000 && estimate < this.options.maxQueueBytes * 0.9) {
-      return this.options.maxQueueBytes - m.used - m.since;
-    }
+    const left = m.room - m.since;
+    if (this.now() - m.at < 1000 && left - incoming > m.room * 0.25) return left;
     return this.room();
+  }
+
+  /**
+   * A large transaction (a commit, a claim, a delete) leaves a large WAL behind: its space is given
+   * back now, not at the next checkpoint. Call inside `exclusive`.
+   */
+  private async trimWal(): Promise<void> {
+    if (sizeOf(`${this.file}-wal`) > 2 * this.walBudget) await this.checkpoint();
+  }
+
+  /** Moves the WAL into the file and truncates it, giving its space back (after deletes, on a full disk). */
+  private async checkpoint(): Promise<void> {
+    await this.conn.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
   }
 
   /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
   private async makeRoom(rows: RecordBatch): Promise<RecordBatch> {
-    const incoming = batchBytes(rows);
-    let room = await this.roomFor(incoming);
-    if (incoming <= room) {
+    // A commit takes its bytes twice for a while: in the WAL, then in the file once checkpointed.
+    const incoming = 2 * batchBytes(rows);
+    let room = this.full ? await this.room() : await this.roomFor(incoming);
+    if (this.full && room >= Math.max(incoming, this.options.maxQueueBytes / 4, 0)) this.full = false;
+    if (!this.full && incoming <= room) {
       this.measured.since += incoming;
       return rows;
     }
+    const reason = (): DropReason => (this.diskBound ? 'disk-full' : 'queue-full');
     if (this.options.overflow === 'drop-oldest') {
       // Deleted rows free whole pages only once a page is empty, so measure again after each step;
       // every older record goes before any of the incoming ones.
       while (incoming > room) {
-        if ((await this.dropOldest(Math.max(incoming - room, 4 * this.pageSize), 'queue-full')) === 0) break;
+        const need = Math.max(incoming - room, 4 * this.pageSize);
+        // A DELETE needs WAL space too: on a full disk, checkpoint first and try once more.
+        const freed = await this.dropOldest(need, reason()).catch(async (e: unknown) => {
+          if (!isFull(e)) throw e;
+          await this.checkpoint();
+          return this.dropOldest(need, 'disk-full').catch((e2: unknown) => (isFull(e2) ? 0 : Promise.reject(e2)));
+        });
+        if (freed === 0) break;
+        await this.checkpoint();
         room = await this.room();
       }
       if (incoming <= room) return rows;
@@ -496,17 +581,21 @@ export class SqliteQueue implements Queue {
       const costs = rowCosts(rows);
       let keep = rows.length;
       let bytes = 0;
-      while (keep > 0 && bytes + costs[keep - 1]! <= room) bytes += costs[--keep]!;
-      this.dropped('queue-full', keep);
+      while (keep > 0 && bytes + 2 * costs[keep - 1]! <= room) bytes += 2 * costs[--keep]!;
+      this.dropped(reason(), keep);
       return rows.slice(keep);
     }
+    // drop-newest: what fits of the oldest, then nothing until there is room again (no record
+    // newer than a dropped one is kept while the queue stays full).
     const costs = rowCosts(rows);
     let keep = 0;
     let bytes = 0;
-    while (keep < rows.length && bytes + costs[keep]! <= room) bytes += costs[keep++]!;
-    this.dropped('queue-full', rows.length - keep);
+    if (!this.full) while (keep < rows.length && bytes + 2 * costs[keep]! <= room) bytes += 2 * costs[keep++]!;
+    if (keep < rows.length) this.full = true;
+    this.dropped(reason(), rows.length - keep);
     return rows.slice(0, keep);
   }
+
 
   /**
    * Deletes the oldest records until about `bytes` are freed; returns how many went. Notices
@@ -635,12 +724,25 @@ export class SqliteQueue implements Queue {
       await this.expire(now);
       await this.tellDrops();
       const [mine, dest] = this.mine();
-      const rows = await this.conn.all<QueuedRecord>(
-        `UPDATE records SET lease_owner = ?, lease_until = ?
-         WHERE id IN (SELECT id FROM records WHERE lease_until < ? AND ${mine} ORDER BY id LIMIT ?)
-         RETURNING id, body`,
-        [this.owner, now + this.options.leaseMs, now, ...dest, limit],
-      );
+      const lease = (n: number) =>
+        this.conn.all<QueuedRecord>(
+          `UPDATE records SET lease_owner = ?, lease_until = ?
+           WHERE id IN (SELECT id FROM records WHERE lease_until < ? AND ${mine} ORDER BY id LIMIT ?)
+           RETURNING id, body`,
+          [this.owner, now + this.options.leaseMs, now, ...dest, n],
+        );
+      let rows: QueuedRecord[] | undefined;
+      // A claim rewrites its rows into the WAL: on a full disk, give the WAL's space back and claim
+      // fewer at a time (the scheduler takes what it gets).
+      for (let n = limit; rows === undefined; n = Math.ceil(n / 4)) {
+        try {
+          rows = await lease(n);
+        } catch (err) {
+          if (!isFull(err) || n === 1) throw err;
+          await this.checkpoint();
+        }
+      }
+      await this.trimWal();
       return rows.sort((a, b) => a.id - b.id);
     });
   }
@@ -686,10 +788,15 @@ export class SqliteQueue implements Queue {
       const done = this.conn.exclusive(async (): Promise<number | Set<number>> => {
         if (this.waitingAck?.parts === parts) this.waitingAck = undefined;
         // Alone, the count is the answer; merged, the ids tell each caller its own.
-        if (parts.length === 1) return this.deleteHeld(parts[0]!);
-        const [where, params] = this.held(parts.flat());
-        const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE ${where} RETURNING id`, params);
-        return new Set(gone.map((r) => r.id));
+        let out: number | Set<number>;
+        if (parts.length === 1) out = await this.deleteHeld(parts[0]!);
+        else {
+          const [where, params] = this.held(parts.flat());
+          const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE ${where} RETURNING id`, params);
+          out = new Set(gone.map((r) => r.id));
+        }
+        await this.trimWal();
+        return out;
       });
       waiting = this.waitingAck = { parts, done };
     }
@@ -790,12 +897,12 @@ export class SqliteQueue implements Queue {
         `SELECT (SELECT count(*) FROM records WHERE ${mine}) AS n, (SELECT created_at FROM records WHERE ${mine} ORDER BY id LIMIT 1) AS oldest, (SELECT count(*) FROM dead_letters) AS dead`,
         [...dest, ...dest],
       );
-      const room = await this.room();
+      await this.room(); // measures the usage
       return {
         pending: row?.n ?? 0,
         oldestPendingAt: row?.oldest ?? null,
         deadLetters: row?.dead ?? 0,
-        queueBytes: this.options.maxQueueBytes - room,
+        queueBytes: this.usage,
       };
     });
   }

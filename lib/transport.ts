@@ -99,7 +99,7 @@ export interface TransportStats {
   readonly dropped: Readonly<Record<string, number>>;
   /** Age of the oldest pending record, in ms; null when none is pending. */
   readonly oldestPendingAgeMs: number | null;
-  /** Bytes the queue database uses now (pages in use), against `maxQueueBytes`. */
+  /** Bytes the queue takes on disk now (pages in use, the WAL and the shm file), against `maxQueueBytes`. */
   readonly queueBytes: number;
   readonly lastError: { readonly message: string; readonly status: number | undefined; readonly at: Date } | null;
   readonly lastSuccessAt: Date | null;

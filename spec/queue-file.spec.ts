@@ -5,9 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import sqlite3 from 'sqlite3';
 import winston from 'winston';
 import { VectorTransport } from '../lib/index';
@@ -141,4 +142,61 @@ describe('every gap is marked downstream', () => {
       assert.equal(told, dropped, `every drop told downstream (${notices.map((e) => e.message).join(', ')})`);
     });
   }
+});
+
+describe('the queue stays inside its bounds on disk', () => {
+  const filesOf = (dbPath: string) => ['', '-wal', '-shm'].reduce((n, suffix) => n + (existsSync(dbPath + suffix) ? statSync(dbPath + suffix).size : 0), 0);
+
+  it('maxQueueBytes bounds the database, its WAL and its shm together', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    const bound = 1024 * 1024;
+    const t = transport('http://127.0.0.1:9/', { dbPath, maxQueueBytes: bound, maxRetries: 1 });
+    const logger = winston.createLogger({ transports: [t] });
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 1000; i++) logger.info(`r${round}-${i}`, { pad: 'x'.repeat(500) });
+      await t.committed();
+      assert.ok(filesOf(dbPath) <= bound, `round ${round}: ${filesOf(dbPath)} bytes on disk`);
+    }
+    const stats = await t.stats();
+    assert.ok(stats.dropped['queue-full']! > 0);
+    assert.ok(stats.queueBytes <= bound);
+  });
+
+  // A real small filesystem: a tmpfs the test mounts (root only, as CI runs), not max_page_count.
+  const root = process.getuid?.() === 0 && spawnSync('mount', ['--version']).status === 0;
+  it('a real full disk (a 3 MiB tmpfs): drop-oldest keeps the newest, counts disk-full, ships a notice, resumes', { skip: root ? false : 'needs root to mount a tmpfs' }, async () => {
+    const mnt = mkdtempSync(join(tmpdir(), 'winston-vector-tmpfs-'));
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt], { encoding: 'utf8' });
+    assert.equal(mounted.status, 0, mounted.stderr);
+    after(() => {
+      spawnSync('umount', ['-l', mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    });
+    const dbPath = join(mnt, 'queue', 'q.db');
+    const r = await receiver();
+    await r.stop(); // the same Vector, down while the disk fills
+    const t = transport(r.url, { dbPath, maxRetries: 1 });
+    const logger = winston.createLogger({ transports: [t] });
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 1000; i++) logger.info(`r${round}-${i}`, { pad: 'x'.repeat(500) });
+      await t.committed();
+    }
+    let stats = await t.stats();
+    assert.equal(stats.dropped['write-failed'], undefined, 'nothing failed to write');
+    const dropped = stats.dropped['disk-full'] ?? 0;
+    assert.ok(dropped > 0, 'the full disk dropped records');
+    await r.start();
+    await until(async () => (await t.flush()).pending === 0, 30_000, 'the backlog to drain');
+    const messages = r.events.map((e) => String(e.message));
+    assert.ok(messages.includes('r9-999'), 'the newest record was kept (drop-oldest)');
+    const told = r.events.filter((e) => /records dropped: disk-full$/.test(String(e.message))).reduce((n, e) => n + Number((e.extra as { dropped: number }).dropped), 0);
+    assert.equal(told, dropped, 'a notice tells downstream of every drop');
+    assert.equal(messages.filter((m) => /^r\d-\d+$/.test(m)).length + dropped, 10_000, 'every record delivered or counted');
+    // Space is back: logging goes on.
+    logger.info('after the disk was full');
+    assert.equal((await t.flush()).pending, 0);
+    assert.ok(r.events.some((e) => e.message === 'after the disk was full'));
+    stats = await t.stats();
+    assert.equal(stats.dropped['write-failed'], undefined);
+  });
 });
