@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -196,6 +196,21 @@ describe('the queue stays inside its bounds on disk', () => {
     logger.info('after the disk was full');
     assert.equal((await t.flush()).pending, 0);
     assert.ok(r.events.some((e) => e.message === 'after the disk was full'));
+
+    // Another program fills the disk; then frees only a little of it: writing resumes.
+    await r.stop();
+    const filler = join(mnt, 'filler');
+    spawnSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { encoding: 'utf8' }); // until the disk is full
+    for (let i = 0; i < 5000; i++) logger.info(`full-${i}`, { pad: 'x'.repeat(500) });
+    await t.committed();
+    const before = (await t.stats()).dropped['disk-full'] ?? 0;
+    assert.ok(before > dropped, 'records dropped while the disk is full');
+    truncateSync(filler, Math.max(0, statSync(filler).size - 768 * 1024)); // 768 KiB freed
+    for (let i = 0; i < 200; i++) logger.info(`freed-${i}`, { pad: 'x'.repeat(500) });
+    await t.committed();
+    await r.start();
+    await until(async () => (await t.flush()).pending === 0, 30_000, 'the rest to drain');
+    assert.ok(r.events.some((e) => e.message === 'freed-199'), 'the newest record after a little space came back arrived');
     stats = await t.stats();
     assert.equal(stats.dropped['write-failed'], undefined);
   });
