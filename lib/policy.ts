@@ -1,6 +1,6 @@
 /**
  * What an answer from Vector's `http_server` source means for the batch
- * (shared/docs/vector-http-server.md):
+ * (as read from Vector's source, src/sources/util/http/prelude.rs):
  * - `delivered`: 2xx, delete the batch;
  * - `retry`: 408, 429, 5xx, or no answer (timeout, refused, reset): send again with backoff;
  * - `split`: 413, the body is too large: send the halves;

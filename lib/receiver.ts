@@ -1,5 +1,5 @@
 /**
- * A stand-in for Vector's `http_server` source, built from shared/docs/vector-http-server.md:
+ * A stand-in for Vector's `http_server` source, built from its Rust source (src/sources/http_server.rs):
  * the same checks in the same order, the same status codes and error bodies, the same decoding.
  * The tests, `winston-vector receive` and `winston-vector demo` run against it, so that the package
  * can be tried and tested with no Vector installed.

@@ -74,7 +74,7 @@ describe('examples', () => {
   });
 
   describe('Vector and ClickHouse configs', () => {
-    /** What our stand-in receiver does for a source config (shared/docs/vector-http-server.md, table 1). */
+    /** What our stand-in receiver does for a source config (what Vector's source does with each config). */
     function decodingOf(source: Record<string, any>): Decoding {
       assert.equal(source.type, 'http_server');
       assert.equal(source.encoding, undefined, 'no legacy `encoding` option');
