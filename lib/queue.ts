@@ -152,7 +152,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 export { prepareDatabaseFile } from './queue-file';
 
-/** Ids read at a time from a damaged file: a range SQLite cannot read is lost whole. */
+/** Rows read at a time from a damaged file (fewer, down to one, where a read fails). */
 const SALVAGE_RANGE = 500;
 
 /** Consecutive rows of one destination, in order. */
@@ -555,7 +555,7 @@ export class SqliteQueue implements Queue {
     // A commit takes its bytes twice for a while: in the WAL, then in the file once checkpointed.
     const incoming = 2 * batchBytes(rows);
     let room = this.full ? await this.room() : await this.roomFor(incoming);
-    if (this.full && room >= Math.max(incoming, this.options.maxQueueBytes / 4, 0)) this.full = false;
+    if (this.full && room >= Math.max(incoming, this.options.maxQueueBytes / 4)) this.full = false;
     if (!this.full && incoming <= room) {
       this.measured.since += incoming;
       return rows;
