@@ -152,6 +152,8 @@ export class VectorTransport extends TransportStream {
   /** The last attempt to open the file failed: records are not held back, and beyond a bound dropped. */
   private openFailed = false;
   private wakeOpen: (() => void) | undefined;
+  /** Waiters of `committed()`, told when an attempt to open the file fails. */
+  private onOpenFailed: Array<() => void> = [];
   /** `queue-unavailable` drops already told downstream by a notice record. */
   private noticedUnavailable = 0;
 
@@ -240,6 +242,7 @@ export class VectorTransport extends TransportStream {
         const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err));
         scheduler.start();
         this.rt = { queue, scheduler };
+        this.onOpenFailed = [];
         return this.rt;
       } catch (err) {
         await queue?.close().catch(() => undefined);
@@ -251,6 +254,7 @@ export class VectorTransport extends TransportStream {
           return undefined;
         }
         this.openFailed = true;
+        for (const resolve of this.onOpenFailed.splice(0)) resolve();
         // winston's stream is not held back while the file cannot be opened (see accept()).
         for (const callback of this.held.splice(0)) callback();
         if (attempt === 0) {
@@ -535,7 +539,12 @@ export class VectorTransport extends TransportStream {
   async committed(): Promise<void> {
     // Records logged just now may still be on their way through winston's pipe.
     await new Promise((resolve) => setImmediate(resolve));
-    while (this.committing) await this.committing;
+    // While the file cannot be opened, nothing can be committed: answer then instead of waiting
+    // for an open that may take long (the records wait in memory, see start()).
+    while (this.committing && !this.openFailed) {
+      if (this.rt) await this.committing;
+      else await Promise.race([this.committing, new Promise<void>((resolve) => this.onOpenFailed.push(resolve))]);
+    }
   }
 
   /**

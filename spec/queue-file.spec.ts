@@ -109,6 +109,8 @@ describe('open failures are never final', () => {
     await sleep(50);
     assert.deepEqual(t.errors, []);
     assert.equal((await t.stats()).dropped['queue-unavailable'], 51, 'beyond highWaterMark, counted');
+    assert.deepEqual(await t.flush(), { delivered: 0, pending: 50 }, 'flush() answers while the file cannot be opened');
+    assert.equal(await t.pendingCount(), 50);
     await exec(holder, 'ROLLBACK;');
     await new Promise<void>((resolve) => holder.close(() => resolve()));
     await until(() => t.warnings.some((w) => /is open now/.test(w.message)), 40_000, 'the file to open');
