@@ -1,5 +1,5 @@
 import type winston from 'winston';
-import { renderMessage, safeString, toJson } from './serialize';
+import { readField as read, renderMessage, safeString, toJson } from './serialize';
 import { VectorTransport } from './transport';
 
 /** triple-beam's LEVEL: the key winston's streams filter on. */
@@ -37,14 +37,6 @@ export function guardLogger<L extends winston.Logger>(logger: L): L {
     Object.defineProperty(target, name, { value: guarded, writable: true, configurable: true, enumerable: false });
   }
   return logger;
-}
-
-function read(obj: unknown, key: string): unknown {
-  try {
-    return (obj as Record<string, unknown>)[key];
-  } catch (err) {
-    return `[Unserializable: ${err instanceof Error ? safeString(err.message) : safeString(err)}]`;
-  }
 }
 
 function keysOf(obj: object): string[] {

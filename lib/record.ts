@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { LevelInfo, LevelTable } from './levels';
-import { isPlainJson, renderMessage, safeString, toJson, wellFormed } from './serialize';
+import { isPlainJson, readField as read, renderMessage, safeString, toJson, wellFormed } from './serialize';
 
 /** What every record of one transport shares. */
 export interface RecordContext {
@@ -187,14 +187,6 @@ export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, n
   const bytes = Buffer.byteLength(text);
   if (bytes <= ctx.maxRecordBytes) return text;
   return truncate(asObject(parts, ctx), ctx.maxRecordBytes, bytes);
-}
-
-function read(obj: Record<string, unknown>, key: string): unknown {
-  try {
-    return obj[key];
-  } catch (err) {
-    return `[Unserializable: ${err instanceof Error ? safeString(err.message) : safeString(err)}]`;
-  }
 }
 
 const MARK = '…[truncated]';

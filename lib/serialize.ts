@@ -146,6 +146,15 @@ export function isPlainJson(value: unknown, depth = 0): boolean {
   }
 }
 
+/** `obj[key]`, or a description of what reading it threw (a getter, a Proxy trap). Never throws. */
+export function readField(obj: unknown, key: string): unknown {
+  try {
+    return (obj as Record<string, unknown>)[key];
+  } catch (err) {
+    return `[Unserializable: ${err instanceof Error ? safeString(err.message) : safeString(err)}]`;
+  }
+}
+
 /** String() that never throws (objects whose toString throws, null-prototype objects). */
 export function safeString(value: unknown): string {
   try {

@@ -316,15 +316,33 @@ export class VectorTransport extends TransportStream {
 
   /** An info found in a stream buffer at exit: through the formats and the level filter, then accepted. */
   private acceptBuffered(raw: unknown, loggerFormat: boolean): void {
+    let info = raw;
+    const parent = (this as unknown as { parent?: LoggerStreams }).parent;
+    if (loggerFormat && parent?.format && info) {
+      try {
+        info = parent.format.transform(info, parent.format.options);
+      } catch (err) {
+        this.drop('format-error', 1, err);
+        return;
+      }
+    }
+    const ready = info ? this.filtered(info, true) : false;
+    if (ready) this.accept(ready);
+  }
+
+  /**
+   * The info through winston-transport's level filter (when `checkLevel`) and this transport's
+   * `format`; false when filtered out, or when the format (or reading the info) threw: that record
+   * is dropped, counted as `format-error`, instead of throwing into the caller's log call.
+   */
+  private filtered(info: unknown, checkLevel: boolean): Record<string, unknown> | false {
     try {
-      let info = raw as Record<string | symbol, unknown> | false;
-      const parent = (this as unknown as { parent?: LoggerStreams }).parent;
-      if (loggerFormat && parent?.format && info) info = parent.format.transform(info as never, parent.format.options) as typeof info;
-      if (!info || !(this as unknown as { _accept(w: { chunk: unknown }): boolean })._accept({ chunk: info })) return;
-      if (this.format) info = this.format.transform({ ...info } as never, this.format.options) as typeof info;
-      if (info) this.accept(info as Record<string, unknown>);
+      if (checkLevel && !(this as unknown as { _accept(w: { chunk: unknown }): boolean })._accept({ chunk: info })) return false;
+      if (!this.format) return info as Record<string, unknown>;
+      return (this.format.transform({ ...(info as object) } as never, this.format.options) as Record<string, unknown> | false) || false;
     } catch (err) {
       this.drop('format-error', 1, err);
+      return false;
     }
   }
 
@@ -360,52 +378,18 @@ export class VectorTransport extends TransportStream {
     this.admit(callback);
   }
 
-  /**
-   * winston-transport's `_write`, except that a transport `format` that throws (or an info that
-   * cannot even be copied) drops that record, counted as `format-error`, instead of throwing into
-   * the caller's log call.
-   */
+  /** winston-transport's `_write`, through `filtered`: a `format` that throws never reaches the caller. */
   override _write(info: Record<string | symbol, unknown>, _enc: unknown, callback: (error?: Error | null) => void): void {
-    let accepted: boolean;
-    try {
-      accepted = (this as unknown as { _accept(w: { chunk: unknown }): boolean })._accept({ chunk: info });
-    } catch (err) {
-      this.drop('format-error', 1, err);
-      callback(null);
-      return;
-    }
-    if (!accepted) {
-      callback(null);
-      return;
-    }
-    if (!this.format) {
-      this.log(info as Record<string, unknown>, callback as () => void);
-      return;
-    }
-    let transformed: Record<string, unknown> | false;
-    try {
-      transformed = this.format.transform({ ...info } as never, this.format.options) as Record<string, unknown> | false;
-    } catch (err) {
-      this.drop('format-error', 1, err);
-      callback(null);
-      return;
-    }
-    if (transformed) this.log(transformed, callback as () => void);
+    const ready = this.filtered(info, true);
+    if (ready) this.log(ready, callback as () => void);
     else callback(null);
   }
 
   /** winston calls this with records its stream buffered while the transport pushed back. */
   override logv(chunks: WriteChunk[], callback: () => void): void {
     for (const { chunk } of chunks) {
-      let info: Record<string, unknown> | false = chunk;
-      if (this.format) {
-        try {
-          info = this.format.transform({ ...chunk } as never, this.format.options) as Record<string, unknown> | false;
-        } catch (err) {
-          this.drop('format-error', 1, err);
-          continue;
-        }
-      }
+      // winston-transport's _writev has already filtered by level.
+      const info = this.filtered(chunk, false);
       if (info) this.accept(info);
     }
     this.admit(callback);
