@@ -22,13 +22,15 @@ logger.info('job finished', { rows: 25 });
 
 const started = Date.now();
 let timer;
-const outcome = await Promise.race([
-  transport.flush(),
-  new Promise((resolve) => (timer = setTimeout(resolve, deadline))),
-]);
+await Promise.race([transport.flush(), new Promise((resolve) => (timer = setTimeout(resolve, deadline)))]);
 clearTimeout(timer);
+const took = Date.now() - started;
+const { delivered, lastError } = await transport.stats();
 const left = await transport.pendingCount();
 await transport.close(); // returns at once; an unfinished request is abandoned, its records kept
+const records = (n) => `${n} ${n === 1 ? 'record' : 'records'}`;
 console.log(
-  `${outcome ? 'flushed' : 'deadline reached'} after ${Date.now() - started} ms; ${left} records left for the next run`,
+  delivered > 0
+    ? `delivered ${records(delivered)} in ${took} ms; ${records(left)} left for the next run`
+    : `nothing delivered in ${took} ms${lastError ? ` (${lastError.message})` : ''}; ${records(left)} left for the next run`,
 );

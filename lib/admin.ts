@@ -21,6 +21,8 @@ export interface QueueStatus {
   readonly dropped: Readonly<Record<string, number>>;
   readonly lastError: { readonly message: string; readonly at: string } | null;
   readonly lastSuccess: { readonly message: string; readonly at: string } | null;
+  /** Pending records claimed by a process now sending them (its lease not yet over), by owner. */
+  readonly held: ReadonlyArray<{ readonly owner: string; readonly host: string; readonly pid: number | undefined; readonly records: number; readonly leaseEndsInMs: number }>;
 }
 
 export interface DeadLetter {
@@ -79,7 +81,7 @@ function isEmptyFile(dbPath: string): boolean {
 
 export async function queueStatus(dbPath: string, now = Date.now()): Promise<QueueStatus> {
   if (isEmptyFile(dbPath)) {
-    return { dbPath: resolve(dbPath), pending: 0, destinations: {}, pendingBytes: 0, oldestPendingAgeMs: null, deadLetters: 0, dropped: {}, lastError: null, lastSuccess: null };
+    return { dbPath: resolve(dbPath), pending: 0, destinations: {}, pendingBytes: 0, oldestPendingAgeMs: null, deadLetters: 0, dropped: {}, lastError: null, lastSuccess: null, held: [] };
   }
   return withQueueFile(dbPath, async (conn) => {
     const row = await conn.get<{ n: number; bytes: number | null; oldest: number | null; dead: number }>(
@@ -93,6 +95,12 @@ export async function queueStatus(dbPath: string, now = Date.now()): Promise<Que
       .catch(() => []);
     const counters = await conn.all<{ name: string; value: number }>("SELECT name, value FROM counters WHERE name LIKE 'dropped:%'").catch(() => []);
     const state = await conn.all<{ key: string; value: string; at: number }>('SELECT key, value, at FROM state').catch(() => []);
+    const leases = await conn
+      .all<{ owner: string; n: number; until: number }>(
+        'SELECT lease_owner AS owner, count(*) AS n, max(lease_until) AS until FROM records WHERE lease_owner IS NOT NULL AND lease_until >= ? GROUP BY lease_owner ORDER BY min(id)',
+        [now],
+      )
+      .catch(() => []);
     const entry = (key: string) => {
       const s = state.find((x) => x.key === key);
       return s ? { message: s.value, at: new Date(s.at).toISOString() } : null;
@@ -107,6 +115,12 @@ export async function queueStatus(dbPath: string, now = Date.now()): Promise<Que
       dropped: Object.fromEntries(counters.map((c) => [c.name.slice('dropped:'.length), c.value])),
       lastError: entry('last_error'),
       lastSuccess: entry('last_success'),
+      held: leases.map((l) => {
+        // Owners are `host:pid:random` (lib/queue.ts).
+        const [host = l.owner, pid] = l.owner.split(':');
+        const n = Number(pid);
+        return { owner: l.owner, host, pid: Number.isInteger(n) ? n : undefined, records: l.n, leaseEndsInMs: Math.max(0, l.until - now) };
+      }),
     };
   });
 }

@@ -5,9 +5,10 @@
  * command or option, bad value, bad URL); 3 the queue file is missing or not a winston-vector queue;
  * 4 the port is in use.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, openSync, type WriteStream } from 'node:fs';
+import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { listDeadLetters, purgeDeadLetters, QueueFileError, queueStatus, retryDeadLetters } from './admin';
+import { listDeadLetters, purgeDeadLetters, QueueFileError, type QueueStatus, queueStatus, retryDeadLetters } from './admin';
 import { runDemo } from './demo';
 import { redact } from './errors';
 import { destinationKey } from './options';
@@ -74,26 +75,42 @@ Starts a local receiver, logs through winston with VectorTransport, stops the re
 type Values = Record<string, string | boolean | string[] | undefined>;
 type OptionSpec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
 
-function parse(args: string[], options: OptionSpec): { values: Values; positionals: string[] } {
+function parse(args: string[], options: OptionSpec, positionals = false): { values: Values; positionals: string[] } {
+  // `--port -1` as `--port=-1`, so a negative number gets the option's own message, not parseArgs'.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i]!.startsWith('--') ? args[i]!.slice(2) : undefined;
+    if (name !== undefined && options[name]?.type === 'string' && /^-\d/.test(args[i + 1] ?? '')) joined.push(`${args[i]}=${args[++i]}`);
+    else joined.push(args[i]!);
+  }
   try {
-    const { values, positionals } = parseArgs({
-      args,
+    const { values, positionals: found } = parseArgs({
+      args: joined,
       options: { help: { type: 'boolean', short: 'h' }, ...options },
       allowPositionals: true,
       strict: true,
     });
-    return { values: values as Values, positionals };
+    if (!positionals && found.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(found[0])}`);
+    return { values: values as Values, positionals: found };
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError((err as Error).message);
   }
 }
 
-function positiveInt(name: string, value: unknown, fallback: number): number {
+/** A whole number of at least `min` (and at most `max`), or `fallback` when the option is absent. */
+function wholeNumber(name: string, value: unknown, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a whole number, got ${JSON.stringify(value)}`);
+  if (value === '' || !Number.isInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `${min} to ${max}`;
+    throw new UsageError(`--${name} must be a whole number, ${range}, got ${JSON.stringify(value)}`);
+  }
   return n;
 }
+
+/** "1 record", "2 records". */
+export const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
 
 const age = (ms: number | null) =>
   ms === null ? '-' : ms < 60_000 ? `${Math.round(ms / 1000)}s` : ms < 3_600_000 ? `${Math.round(ms / 60_000)}m` : `${(ms / 3_600_000).toFixed(1)}h`;
@@ -110,8 +127,9 @@ async function status(args: string[], io: Io): Promise<number> {
   io.out(
     [
       `queue         ${s.dbPath}`,
-      `pending       ${s.pending} records, ${s.pendingBytes} bytes`,
+      `pending       ${plural(s.pending, 'record')}, ${plural(s.pendingBytes, 'byte')}`,
       ...Object.entries(s.destinations).map(([d, n]) => `  for         ${d}: ${n}`),
+      ...s.held.map((h) => `  held        ${heldLine(h)}`),
       `oldest        ${age(s.oldestPendingAgeMs)}`,
       `dead letters  ${s.deadLetters}`,
       `dropped       ${dropped}`,
@@ -120,6 +138,11 @@ async function status(args: string[], io: Io): Promise<number> {
     ].join('\n') + '\n',
   );
   return EXIT.OK;
+}
+
+function heldLine(h: QueueStatus['held'][number]): string {
+  const who = h.pid === undefined ? `owner ${h.owner}` : `process ${h.pid}${h.host === hostname() ? '' : ` on host ${h.host}`}`;
+  return `${plural(h.records, 'record')} ${h.records === 1 ? 'is' : 'are'} held by ${who} (its lease ends in ${age(h.leaseEndsInMs)})`;
 }
 
 function bar(done: number, total: number): string {
@@ -141,6 +164,9 @@ async function drain(args: string[], io: Io): Promise<number> {
   if (values.help) return help('drain', io);
   if (!values.db) throw new UsageError('--db is required');
   if (!values.url) throw new UsageError('--url is required');
+  const batchSize = wholeNumber('batch-size', values['batch-size'], 1000);
+  const timeout = wholeNumber('timeout', values.timeout, 10_000);
+  const rounds = wholeNumber('rounds', values.rounds, 3);
   const before = await queueStatus(String(values.db));
   let transport: VectorTransport;
   try {
@@ -150,8 +176,8 @@ async function drain(args: string[], io: Io): Promise<number> {
       project: 'drain',
       table: 'drain',
       dbPath: String(values.db),
-      batchSize: positiveInt('batch-size', values['batch-size'], 1000) || 1000,
-      timeout: positiveInt('timeout', values.timeout, 10_000) || 10_000,
+      batchSize,
+      timeout,
       flushInterval: 3_600_000,
       retryDelay: 500,
       maxRetryDelay: 5000,
@@ -162,11 +188,10 @@ async function drain(args: string[], io: Io): Promise<number> {
   }
   const total = await transport.pendingCount();
   const others = Object.entries(before.destinations).filter(([d]) => d !== '(any)' && d !== destinationKey(String(values.from ?? values.url)));
-  for (const [d, n] of others) io.err(`${n} ${n === 1 ? 'record is' : 'records are'} for ${d}: not sent (pass --from ${JSON.stringify(d)} to send them to --url)\n`);
+  for (const [d, n] of others) io.err(`${plural(n, 'record')} ${n === 1 ? 'is' : 'are'} for ${d}: not sent (pass --from ${JSON.stringify(d)} to send them to --url)\n`);
   let lastWarn = '';
   transport.on('warn', (err: Error) => (lastWarn = err.message));
   transport.on('error', (err: Error) => (lastWarn = err.message));
-  const rounds = positiveInt('rounds', values.rounds, 3) || 3;
   let delivered = 0;
   let failures = 0;
   let pending = total;
@@ -188,7 +213,11 @@ async function drain(args: string[], io: Io): Promise<number> {
   if (io.tty) io.err('\n');
   io.out(`delivered ${delivered}, dead-lettered ${stats.deadLettered}, left ${pending}\n`);
   if (pending > 0) {
-    io.err(`not everything could be delivered: ${redact(stats.lastError?.message ?? lastWarn ?? 'unknown error')}\n`);
+    // Records another live process has claimed cannot be taken: say whose they are.
+    const held = (await queueStatus(String(values.db))).held;
+    for (const h of held) io.err(`${heldLine(h)}: not sent by this drain\n`);
+    const why = stats.lastError?.message ?? (lastWarn || undefined);
+    if (why !== undefined || held.length === 0) io.err(`not everything could be delivered: ${redact(why ?? 'the records stayed pending')}\n`);
     return EXIT.INCOMPLETE;
   }
   return EXIT.OK;
@@ -200,26 +229,36 @@ async function deadLetters(args: string[], io: Io): Promise<number> {
     id: { type: 'string', multiple: true },
     json: { type: 'boolean' },
     limit: { type: 'string' },
-  });
+  }, true);
   const action = positionals[0];
   if (values.help || action === undefined) return help('dead-letters', io, action === undefined && !values.help);
   if (!values.db) throw new UsageError('--db is required');
-  const ids = (values.id as string[] | undefined)?.map((id) => positiveInt('id', id, 0));
+  const ids = (values.id as string[] | undefined)?.map((id) => wholeNumber('id', id, 0));
   const db = String(values.db);
+  const missing = async (): Promise<number[]> => {
+    if (!ids || ids.length === 0) return [];
+    const have = new Set((await listDeadLetters(db, Number.MAX_SAFE_INTEGER)).map((r) => r.id));
+    return ids.filter((id) => !have.has(id));
+  };
   switch (action) {
     case 'list': {
-      const rows = await listDeadLetters(db, positiveInt('limit', values.limit, 100));
+      const rows = await listDeadLetters(db, wholeNumber('limit', values.limit, 100));
       if (values.json) io.out(`${JSON.stringify(rows)}\n`);
       else if (rows.length === 0) io.out('no dead letters\n');
       else for (const r of rows) io.out(`#${r.id}  ${r.failedAt}  HTTP ${r.status ?? '-'}  ${r.reason}\n    ${r.body.slice(0, 300)}\n`);
       return EXIT.OK;
     }
     case 'retry':
-      io.out(`${await retryDeadLetters(db, ids)} dead letters put back in the queue\n`);
+    case 'purge': {
+      const absent = await missing();
+      const n = action === 'retry' ? await retryDeadLetters(db, ids) : await purgeDeadLetters(db, ids);
+      io.out(`${plural(n, 'dead letter')} ${action === 'retry' ? 'put back in the queue' : 'deleted'}\n`);
+      if (absent.length > 0) {
+        io.err(`no dead letter with id ${absent.join(', ')}\n`);
+        return EXIT.INCOMPLETE;
+      }
       return EXIT.OK;
-    case 'purge':
-      io.out(`${await purgeDeadLetters(db, ids)} dead letters deleted\n`);
-      return EXIT.OK;
+    }
     default:
       throw new UsageError(`unknown dead-letters action ${JSON.stringify(action)}: list, retry or purge`);
   }
@@ -230,11 +269,20 @@ async function receive(args: string[], io: Io, signal?: AbortSignal): Promise<nu
   if (values.help) return help('receive', io);
   const decoding = String(values.decoding ?? 'json');
   if (!['json', 'json-bytes', 'bytes'].includes(decoding)) throw new UsageError(`--decoding must be json, json-bytes or bytes, got ${JSON.stringify(decoding)}`);
-  const port = positiveInt('port', values.port, 8080);
-  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
-  const receiver = new VectorReceiver({ decoding: decoding as Decoding, host: String(values.host ?? '127.0.0.1'), keepEvents: false });
+  const port = wholeNumber('port', values.port, 8080, 0, 65535);
   let out: WriteStream | undefined;
-  if (values.out) out = createWriteStream(String(values.out), { flags: 'a' });
+  if (values.out) {
+    // Opened here, so a path that cannot be written is one line and exit 2, not a stream's 'error'.
+    let fd: number;
+    try {
+      fd = openSync(String(values.out), 'a');
+    } catch (err) {
+      throw new UsageError(`--out ${JSON.stringify(values.out)} cannot be written: ${(err as Error).message}`);
+    }
+    out = createWriteStream('', { fd });
+    out.on('error', (err) => io.err(`winston-vector: writing ${JSON.stringify(values.out)} failed: ${err.message}\n`));
+  }
+  const receiver = new VectorReceiver({ decoding: decoding as Decoding, host: String(values.host ?? '127.0.0.1'), keepEvents: false });
   receiver.on('events', (events: unknown[]) => {
     const text = events.map((e) => `${JSON.stringify(e)}\n`).join('');
     if (out) out.write(text);
@@ -243,6 +291,7 @@ async function receive(args: string[], io: Io, signal?: AbortSignal): Promise<nu
   try {
     await receiver.start(port);
   } catch (err) {
+    if (out) await new Promise<void>((resolve) => out.end(() => resolve()));
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       io.err(`port ${port} is in use\n`);
       return EXIT.PORT_IN_USE;
@@ -258,7 +307,7 @@ async function receive(args: string[], io: Io, signal?: AbortSignal): Promise<nu
   });
   await receiver.stop();
   if (out) await new Promise<void>((resolve) => out.end(() => resolve()));
-  io.err(`stopped after ${receiver.received} records\n`);
+  io.err(`stopped after ${plural(receiver.received, 'record')}\n`);
   return EXIT.OK;
 }
 
@@ -281,7 +330,7 @@ export async function main(argv: string[], io: Io, signal?: AbortSignal): Promis
       case 'receive':
         return await receive(rest, io, signal);
       case 'demo':
-        if (rest.includes('--help') || rest.includes('-h')) return help('demo', io);
+        if (parse(rest, {}).values.help) return help('demo', io);
         return (await runDemo((line) => io.out(`${line}\n`))) ? EXIT.OK : EXIT.INCOMPLETE;
       case undefined:
       case 'help':

@@ -1,5 +1,6 @@
 import type { AgentOptions } from 'node:https';
 import type { TransportStreamOptions } from 'winston-transport';
+import { refuseUnknownKeys, TRANSPORT_OPTION_KEYS } from './option-names';
 import { collectSecrets, describeRefusedUrl, type Secrets } from './secrets';
 
 /** Options of {@link VectorTransport}. Durations are milliseconds. */
@@ -200,11 +201,15 @@ export function destinationKey(value: string): string {
   }
 }
 
-/** Defaults, then validation, then a frozen object. Throws a TypeError/RangeError naming the option. */
+/**
+ * Defaults, then validation, then a frozen object. Throws a TypeError/RangeError naming the option;
+ * an unknown key is refused with the nearest valid name.
+ */
 export function resolveOptions(options: VectorTransportOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') {
     throw new TypeError(`VectorTransport options must be an object, got ${show(options)}`);
   }
+  refuseUnknownKeys(options, TRANSPORT_OPTION_KEYS, 'VectorTransport');
   const { url, authorization } = resolveUrl(options.vectorUrl);
   const project = nonEmpty('project', options.project);
   const table = nonEmpty('table', options.table);

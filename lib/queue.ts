@@ -33,7 +33,7 @@ export interface Queue {
   /** The newest record id now in the queue, 0 when empty. */
   maxId(): Promise<number>;
   /** Keeps the last delivery error or success in the file, for `winston-vector status`. */
-  note?(key: 'last_error' | 'last_success', value: string): void;
+  note?(key: 'last_error' | 'last_success', value: string, at?: number): void;
 }
 
 /** Why records left the queue without being delivered. */
@@ -655,22 +655,27 @@ export class SqliteQueue implements Queue {
   }
 
   private lastSuccessNoted = 0;
+  /** The latest success not yet written (they are written at most every 5 s): written at close. */
+  private unwrittenSuccess: { value: string; at: number } | undefined;
 
-  note(key: 'last_error' | 'last_success', value: string): void {
-    const now = this.now();
-    // A success is noted at most every 5 s: it would otherwise be one more write per batch.
-    if (key === 'last_success' && now - this.lastSuccessNoted < 5000) return;
-    if (key === 'last_success') this.lastSuccessNoted = now;
+  note(key: 'last_error' | 'last_success', value: string, at = this.now()): void {
     if (this.closed) return;
-    void this.conn
-      .exclusive(() =>
-        this.conn.run('INSERT INTO state (key, value, at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, at = excluded.at', [
-          key,
-          value,
-          now,
-        ]),
-      )
-      .catch(() => undefined);
+    const now = this.now();
+    // A success is written at most every 5 s: it would otherwise be one more write per batch. The
+    // latest one is kept and written at close, so `status` agrees with `stats()` after a run.
+    if (key === 'last_success') {
+      if (now - this.lastSuccessNoted < 5000) {
+        this.unwrittenSuccess = { value, at };
+        return;
+      }
+      this.lastSuccessNoted = now;
+      this.unwrittenSuccess = undefined;
+    }
+    void this.conn.exclusive(() => this.writeState(key, value, at)).catch(() => undefined);
+  }
+
+  private writeState(key: string, value: string, at: number): Promise<number> {
+    return this.conn.run('INSERT INTO state (key, value, at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, at = excluded.at', [key, value, at]);
   }
 
   private unreport(reason: DropReason, count: number): void {
@@ -915,6 +920,8 @@ export class SqliteQueue implements Queue {
       .exclusive(async () => {
         await this.freeLeasesOf(this.owner);
         await this.conn.run('DELETE FROM state WHERE key = ?', [`open:${this.owner}`]);
+        const success = this.unwrittenSuccess;
+        if (success) await this.writeState('last_success', success.value, success.at);
       })
       .catch((err) => this.options.onWarn('could not free leases on close', err));
     await this.conn.close();

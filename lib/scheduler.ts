@@ -105,6 +105,8 @@ export class Scheduler {
     private readonly shipper: Shipper,
     private readonly options: SchedulerOptions,
     private readonly onWarn: (err: VectorDeliveryError) => void,
+    /** Told when a request is delivered after a failure was warned about. */
+    private readonly onRecovered?: () => void,
   ) {}
 
   /** Starts the interval and ships what an earlier run left behind. */
@@ -313,7 +315,8 @@ export class Scheduler {
         this.queue.ack(ids).catch((err: unknown) => this.fail({ action: 'retry', detail: `queue error: ${(err as Error).message}` }));
         this.stats.delivered += records.length;
         this.stats.lastSuccessAt = new Date();
-        this.queue.note?.('last_success', `${records.length} records delivered`);
+        this.queue.note?.('last_success', `${records.length} ${records.length === 1 ? 'record' : 'records'} delivered`, this.stats.lastSuccessAt.getTime());
+        if (this.state !== 'ok') this.onRecovered?.();
         this.state = 'ok';
         this.reportUnanswered();
         return undefined;

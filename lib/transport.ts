@@ -1,6 +1,6 @@
 import TransportStream from 'winston-transport';
 import { BatchWriter, type RecordBatch } from './batch';
-import { VectorQueueError } from './errors';
+import { VectorDeliveryError, VectorQueueError } from './errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { buildRecord, type RecordContext } from './record';
@@ -181,6 +181,16 @@ export class VectorTransport extends TransportStream {
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
     this.shipper = new HttpShipper({ ...this.config, tls: this.config.tls });
     this.runtime = this.start(file);
+    // After winston-transport's own 'pipe' listener, which takes the logger's levels.
+    this.once('pipe', (source: { levels?: Record<string, number> }) => {
+      const level = this.level;
+      if (level === undefined || source?.levels === undefined || Object.hasOwn(source.levels, level)) return;
+      this.warn(
+        new VectorQueueError(
+          `level ${JSON.stringify(level)} is not a level of this logger (${Object.keys(source.levels).join(', ')}): winston drops every record before it reaches this transport`,
+        ),
+      );
+    });
     // winston's exception and rejection handlers mark a transport `_ending` and wait up to 3 s
     // for its 'finish' before they exit the process: ship what can be shipped, then say so.
     let ending = false;
@@ -239,7 +249,7 @@ export class VectorTransport extends TransportStream {
         }
         this.openFailed = false;
         if (attempt > 0) this.warn(new VectorQueueError(`the queue file ${JSON.stringify(file)} is open now`));
-        const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err));
+        const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err), () => this.recovered());
         scheduler.start();
         this.rt = { queue, scheduler };
         this.onOpenFailed = [];
@@ -503,9 +513,42 @@ export class VectorTransport extends TransportStream {
     this.drop(reason, 1, cause);
   }
 
-  /** Every `'warn'` goes out through here: no secret of the options is in it, even if a receiver echoed one. */
+  /**
+   * Every `'warn'` goes out through here: no secret of the options is in it, even if a receiver
+   * echoed one. When nothing outside the package listens for `'warn'` (on the transport or on its
+   * logger), a person still hears of each change of state, once, through `process.emitWarning`
+   * (stderr; `node --no-warnings` silences it).
+   */
   private warn(err: Error): void {
-    this.emit('warn', this.config.secrets.redactError(err));
+    const clean = this.config.secrets.redactError(err);
+    this.emit('warn', clean);
+    if (this.heard()) return;
+    const kind = clean instanceof VectorDeliveryError ? clean.action : 'queue';
+    const key = clean instanceof VectorDeliveryError ? `${clean.action}:${clean.status ?? ''}` : clean.message.replace(/\d+/g, '#');
+    if (this.shown.has(key)) return;
+    this.shown.add(key);
+    process.emitWarning(`${clean.message} (listen for 'warn' on the transport or the logger to handle this)`, {
+      type: 'VectorTransportWarning',
+      code: `WINSTON_VECTOR_${kind.toUpperCase().replace(/-/g, '_')}`,
+    });
+  }
+
+  /** States already told through `process.emitWarning` (cleared when delivery recovers). */
+  private readonly shown = new Set<string>();
+
+  /** Whether a listener of `'warn'` outside the package hears this transport (winston's own relay does not count). */
+  private heard(): boolean {
+    const relay = (this as unknown as { __winstonwarn?: unknown }).__winstonwarn;
+    if (this.listeners('warn').some((l) => l !== relay)) return true;
+    const parent = (this as unknown as { parent?: { listenerCount?(e: string): number } }).parent;
+    return typeof parent?.listenerCount === 'function' && parent.listenerCount('warn') > 0;
+  }
+
+  /** A request was delivered after a failure: told to a person if the failure was. */
+  private recovered(): void {
+    if (this.shown.size === 0 || this.heard()) return;
+    this.shown.clear();
+    process.emitWarning(`delivery resumed: records reach ${this.config.url} again`, { type: 'VectorTransportWarning', code: 'WINSTON_VECTOR_RESUMED' });
   }
 
   /** The record shipped downstream in place of dropped ones, so the gap shows where logs are read. */

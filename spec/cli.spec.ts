@@ -95,7 +95,7 @@ describe('winston-vector CLI', () => {
     assert.equal(s.deadLetters, 1);
     assert.ok(s.dropped['queue-full'] > 0);
     assert.match(s.lastError.message, /ECONNREFUSED/);
-    assert.match(s.lastSuccess.message, /records delivered/);
+    assert.match(s.lastSuccess.message, /^\d+ records? delivered$/);
     const text = cli(['status', '--db', dbPath]);
     assert.equal(text.status, 0);
     assert.match(text.stdout, new RegExp(`pending\\s+${s.pending} records`));
@@ -151,7 +151,7 @@ describe('winston-vector CLI', () => {
 
     const before = JSON.parse(cli(['status', '--db', dbPath, '--json']).stdout).pending as number;
     const retry = cli(['dead-letters', 'retry', '--db', dbPath]);
-    assert.match(retry.stdout, /1 dead letters put back in the queue/);
+    assert.match(retry.stdout, /^1 dead letter put back in the queue/);
     const after = JSON.parse(cli(['status', '--db', dbPath, '--json']).stdout);
     assert.deepEqual([after.pending, after.deadLetters], [before + 1, 0]);
 
@@ -160,8 +160,16 @@ describe('winston-vector CLI', () => {
     assert.equal((await cliAsync(['drain', '--db', dbPath, '--url', r.url])).code, 0);
     assert.equal(JSON.parse(cli(['status', '--db', dbPath, '--json']).stdout).deadLetters, 1, 'rejected again');
     const id = JSON.parse(cli(['dead-letters', 'list', '--db', dbPath, '--json']).stdout)[0].id as number;
-    assert.match(cli(['dead-letters', 'purge', '--db', dbPath, '--id', String(id + 1000)]).stdout, /^0 dead letters deleted/);
-    assert.match(cli(['dead-letters', 'purge', '--db', dbPath, '--id', String(id)]).stdout, /^1 dead letters deleted/);
+    const absent = cli(['dead-letters', 'purge', '--db', dbPath, '--id', String(id + 1000)]);
+    assert.equal(absent.status, 1, 'a missing id is not done');
+    assert.match(absent.stdout, /^0 dead letters deleted/);
+    assert.match(absent.stderr, new RegExp(`no dead letter with id ${id + 1000}`));
+    const retryAbsent = cli(['dead-letters', 'retry', '--db', dbPath, '--id', String(id + 1000)]);
+    assert.equal(retryAbsent.status, 1);
+    assert.match(retryAbsent.stderr, new RegExp(`no dead letter with id ${id + 1000}`));
+    const purged = cli(['dead-letters', 'purge', '--db', dbPath, '--id', String(id)]);
+    assert.equal(purged.status, 0, purged.stderr);
+    assert.match(purged.stdout, /^1 dead letter deleted/);
     assert.equal(cli(['dead-letters', 'list', '--db', dbPath]).stdout, 'no dead letters\n');
     assert.equal(cli(['dead-letters', 'frob', '--db', dbPath]).status, 2);
   });
@@ -203,5 +211,79 @@ describe('winston-vector CLI', () => {
     assert.equal(res.status, 4);
     assert.match(res.stderr, new RegExp(`port ${port} is in use`));
     assert.equal(cli(['receive', '--decoding', 'xml']).status, 2);
+  });
+
+  it('refuses what it cannot do in one line, exit 2: an --out it cannot write, zero or negative counts, unknown options', () => {
+    const dir = tempDir();
+    const cases: Array<[string[], RegExp]> = [
+      [['receive', '--port', '0', '--out', join(dir, 'no', 'such', 'dir', 'out.ndjson')], /--out ".*out\.ndjson" cannot be written: ENOENT/],
+      [['receive', '--port', '-1'], /--port must be a whole number, 0 to 65535, got "-1"/],
+      [['receive', '--port', '70000'], /--port must be a whole number, 0 to 65535, got "70000"/],
+      [['drain', '--db', join(dir, 'q.db'), '--url', 'http://127.0.0.1:9/', '--batch-size', '0'], /--batch-size must be a whole number, 1 or more, got "0"/],
+      [['drain', '--db', join(dir, 'q.db'), '--url', 'http://127.0.0.1:9/', '--rounds', '0'], /--rounds must be a whole number, 1 or more, got "0"/],
+      [['drain', '--db', join(dir, 'q.db'), '--url', 'http://127.0.0.1:9/', '--timeout', '1.5'], /--timeout must be a whole number/],
+      [['dead-letters', 'list', '--db', join(dir, 'q.db'), '--limit', '0'], /--limit must be a whole number, 1 or more/],
+      [['demo', '--bogus'], /Unknown option '--bogus'/],
+      [['status', 'extra'], /unexpected argument "extra"/],
+      [['receive', '--bogus'], /Unknown option '--bogus'/],
+      [['drain', '--bogus'], /Unknown option '--bogus'/],
+      [['dead-letters', 'list', '--bogus'], /Unknown option '--bogus'/],
+    ];
+    for (const [args, message] of cases) {
+      const res = cli(args, 20_000);
+      assert.equal(res.status, 2, `${args.join(' ')}: ${res.stderr}`);
+      assert.match(res.stderr, message, args.join(' '));
+      assert.doesNotMatch(res.stderr, /\n\s+at /, `${args.join(' ')}: no stack trace`);
+    }
+  });
+
+  it("status's last success is stats()'s, also after a run with many batches", async () => {
+    const r = await receiver();
+    const dbPath = join(tempDir(), 'q.db');
+    const t = transport(r.url, { dbPath, batchSize: 10 });
+    const logger = winston.createLogger({ transports: [t] });
+    // Batches inside 5 s: only the first is written at once, the latest at close.
+    for (let round = 0; round < 5; round++) {
+      for (let i = 0; i < 10; i++) logger.info(`r${round} ${i}`);
+      await t.flush();
+    }
+    const stats = await t.stats();
+    await t.close();
+    const s = JSON.parse(cli(['status', '--db', dbPath, '--json']).stdout);
+    assert.equal(s.lastSuccess.at, stats.lastSuccessAt!.toISOString());
+    assert.equal(s.lastSuccess.message, '10 records delivered');
+  });
+
+  it('drain says which live process holds the records it could not take', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    // A receiver that never answers: the child's request hangs with its batch claimed.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => sockets.push(s));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const silentUrl = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}/`;
+    const script = `
+      const winston = require('winston');
+      const { VectorTransport } = require(${JSON.stringify(join(__dirname, '..', 'dist', 'index.js'))});
+      const t = new VectorTransport({ vectorUrl: ${JSON.stringify(silentUrl)}, project: 'p', table: 't', dbPath: ${JSON.stringify(dbPath)}, timeout: 60000, batchSize: 100 });
+      t.on('warn', () => {});
+      const logger = winston.createLogger({ transports: [t] });
+      for (let i = 0; i < 100; i++) logger.info('held ' + i);
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['-e', script], { cwd: join(__dirname, '..'), stdio: 'ignore' });
+    try {
+      await until(() => sockets.length > 0, 20_000, 'the child to send');
+      const r = await receiver();
+      const res = await cliAsync(['drain', '--db', dbPath, '--url', r.url, '--from', silentUrl, '--rounds', '1']);
+      assert.equal(res.code, 1, res.stderr);
+      assert.match(res.stdout, /delivered 0, dead-lettered 0, left 100/);
+      assert.match(res.stderr, new RegExp(`100 records are held by process ${child.pid} \\(its lease ends in \\S+\\): not sent by this drain`));
+      assert.equal(r.received, 0);
+      const status = cli(['status', '--db', dbPath]);
+      assert.match(status.stdout, new RegExp(`held\\s+100 records are held by process ${child.pid}`));
+    } finally {
+      child.kill('SIGKILL');
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
   });
 });

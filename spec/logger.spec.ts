@@ -75,4 +75,59 @@ describe('createVectorLogger (LogSend-style API)', () => {
       ['ERROR', 'Something went wrong', { details: 'error details' }],
     ]);
   });
+
+  it("Python's habits: warn, exception with the stack, %s/%d/%j arguments, meta as before", async () => {
+    const r = await receiver();
+    const logger = createVectorLogger({ vectorUrl: r.url, project: 'p', table: 't', dbPath: join(tempDir(), 'q.db') });
+    const err = new Error('disk on fire');
+    logger.warn('memory at %d%%', 85, { host: 'a' });
+    logger.exception('export of %s failed', 'orders', err);
+    logger.exception(err);
+    logger.exception('no error given');
+    logger.info('user %s has %d items: %j', 'bob', 3, { a: [1] }, { request_id: 'r1' });
+    logger.info('plain', { user_id: 1 });
+    logger.child({ service: 'billing' }).warn('from a child');
+    logger.child({ service: 'billing' }).exception('child failed', err);
+    await logger.close();
+    const byMessage = new Map(r.events.map((e) => [e.message, e]));
+    assert.deepEqual(r.events.map((e) => [e.level, e.message]), [
+      ['WARNING', 'memory at 85%'],
+      ['ERROR', 'export of orders failed'],
+      ['ERROR', 'disk on fire'],
+      ['ERROR', 'no error given'],
+      ['INFO', 'user bob has 3 items: {"a":[1]}'],
+      ['INFO', 'plain'],
+      ['WARNING', 'from a child'],
+      ['ERROR', 'child failed'],
+    ]);
+    assert.deepEqual(byMessage.get('memory at 85%')!.extra, { host: 'a' });
+    for (const m of ['export of orders failed', 'disk on fire', 'child failed']) {
+      assert.equal(byMessage.get(m)!.exception, err.stack, m);
+      assert.equal(byMessage.get(m)!.level_num, 40);
+    }
+    assert.equal(byMessage.get('no error given')!.exception, undefined);
+    assert.deepEqual(byMessage.get('user bob has 3 items: {"a":[1]}')!.extra, { request_id: 'r1' });
+    assert.deepEqual(byMessage.get('plain')!.extra, { user_id: 1 });
+    assert.deepEqual(byMessage.get('from a child')!.extra, { service: 'billing' });
+  });
+
+  it('refuses an unknown option with the nearest name; a level the logger lacks is one warn', async () => {
+    assert.throws(
+      () => createVectorLogger({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', batch_size: 10 } as never),
+      /unknown createVectorLogger option `batch_size`; did you mean `batchSize`\?/,
+    );
+    assert.throws(() => createVectorLogger({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', default_meta: {} } as never), /did you mean `defaultMeta`\?/);
+
+    const r = await receiver();
+    const t = new VectorTransport({ vectorUrl: r.url, project: 'p', table: 't', dbPath: join(tempDir(), 'q.db'), level: 'warn' });
+    const warnings: Error[] = [];
+    t.on('warn', (w: Error) => warnings.push(w));
+    const logger = winston.createLogger({ levels: { critical: 0, error: 1, warning: 2, info: 3 }, transports: [t] });
+    logger.log('error', 'dropped by winston');
+    logger.log('error', 'dropped too');
+    await t.close();
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!.message, /level "warn" is not a level of this logger \(critical, error, warning, info\): winston drops every record/);
+    assert.equal(r.events.length, 0);
+  });
 });

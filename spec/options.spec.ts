@@ -77,4 +77,28 @@ describe('options', () => {
       (err: Error) => !err.message.includes('hunter2'),
     );
   });
+
+  it('refuses an unknown key with the nearest valid name, LogSend\'s snake_case included', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['batch_size', /unknown VectorTransport option `batch_size`; did you mean `batchSize`\?/],
+      ['vector_url', /did you mean `vectorUrl`\?/],
+      ['db_path', /did you mean `dbPath`\?/],
+      ['flush_interval', /did you mean `flushInterval` \(in milliseconds; LogSend took seconds\)\?/],
+      ['retry_delay', /did you mean `retryDelay` \(in milliseconds/],
+      ['max_retries', /did you mean `maxRetries`\?/],
+      ['extra_fields', /did you mean `extraFields`\?/],
+      ['batchsize', /did you mean `batchSize`\?/],
+      ['timout', /did you mean `timeout`\?/],
+      ['levle', /did you mean `level`\?/],
+      ['url', /did you mean `vectorUrl`\?/],
+      ['frobnicate', /unknown VectorTransport option `frobnicate`; the options are listed in README, Options/],
+    ];
+    for (const [key, message] of cases) {
+      assert.throws(() => resolveOptions({ ...base, [key]: 1 } as VectorTransportOptions), (err: Error) => err instanceof TypeError && message.test(err.message), key);
+    }
+    // Every documented key is accepted (undefined: the default).
+    for (const key of ['dbPath', 'destination', 'batchSize', 'level', 'format', 'silent', 'handleExceptions', 'handleRejections', 'leaseTimeout']) {
+      assert.doesNotThrow(() => resolveOptions({ ...base, [key]: undefined }), key);
+    }
+  });
 });
