@@ -1,4 +1,4 @@
--- A ClickHouse table that fits the record (README, The record), for
+-- A ClickHouse table that fits the record (docs/record-format.md), for
 -- examples/vector-clickhouse.toml: database = the record's `project`, table = its `table`.
 -- Python services using LogSend write the same records into the same table.
 CREATE DATABASE IF NOT EXISTS shop;

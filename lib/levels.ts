@@ -15,7 +15,7 @@ const WINSTON_SETS: Record<string, Record<string, number>> = {
   cli: { error: 0, warn: 1, help: 2, data: 3, info: 4, debug: 5, prompt: 6, verbose: 7, input: 8, silly: 9 },
 };
 
-/** level_num for each built-in set (README, The record). */
+/** level_num for each built-in set (docs/record-format.md). */
 const BUILTIN_NUMBERS: Record<string, Record<string, number>> = {
   npm: { error: 40, warn: 30, info: 20, http: 15, verbose: 13, debug: 10, silly: 5 },
   syslog: { emerg: 60, alert: 55, crit: 50, error: 40, warning: 30, notice: 25, info: 20, debug: 10 },

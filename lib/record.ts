@@ -170,7 +170,7 @@ function wellFormedParts(p: Parts): Parts {
 }
 
 /**
- * Builds one record (README, The record) and returns it serialized.
+ * Builds one record (docs/record-format.md) and returns it serialized.
  * Never throws: anything a caller passes is rendered or described.
  */
 export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, now = Date.now()): string {

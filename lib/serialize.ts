@@ -15,7 +15,7 @@ function describeThrow(err: unknown): string {
 
 /**
  * Turns any value into plain JSON data without ever throwing, following
- * the record contract (README, The record): Errors keep name/message/stack/cause, Date → ISO,
+ * the record contract (docs/record-format.md): Errors keep name/message/stack/cause, Date → ISO,
  * BigInt → decimal, bytes → base64, Map → object, Set → array, circular → "[Circular]".
  * Returns `undefined` for what JSON leaves out (undefined, functions, symbols).
  */

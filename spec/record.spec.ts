@@ -1,5 +1,5 @@
 /**
- * The record contract (README, The record), rule by rule. Records go through a real winston logger into the
+ * The record contract (docs/record-format.md), rule by rule. Records go through a real winston logger into the
  * transport, are committed to SQLite and shipped to the Vector stand-in; what it received is checked.
  */
 import assert from 'node:assert/strict';
