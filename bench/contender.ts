@@ -15,7 +15,7 @@ import { Logtail } from '@logtail/node';
 import { LogtailTransport } from '@logtail/winston';
 import { VectorTransport } from '../dist/index.js';
 import { FloorTransport } from './floor';
-import { MESSAGE, record } from './workload';
+import { MESSAGE, record, STEADY_MS, STEADY_WARMUP_MS } from './workload';
 
 export type ContenderName = 'noop' | 'file' | 'http-batch' | 'http-batch1000' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000' | 'floor';
 
@@ -24,7 +24,9 @@ interface Settings {
   n: number;
   url: string;
   dir: string;
-  phase: 'throughput' | 'memory' | 'drain';
+  /** `sync`: one synchronous loop of n calls; `steady`: `rate` calls a second in 10 ms ticks. */
+  phase: 'throughput' | 'sync' | 'memory' | 'drain' | 'steady';
+  rate?: number;
 }
 
 const settings = JSON.parse(process.env.BENCH_CONTENDER!) as Settings;
@@ -67,8 +69,8 @@ function transportFor(s: Settings): TransportStream & { close?: () => unknown } 
         ...(s.name === 'vector-batch1000' ? { batchSize: 1000 } : {}),
         // 1M records of this workload take ~480 MB on disk: above the default 256 MiB bound, which
         // would drop (and count) the oldest. The memory run keeps them all.
-        ...(s.phase === 'throughput' ? {} : { maxQueueBytes: 1024 ** 3 }),
-        closeTimeout: s.phase === 'throughput' ? 60_000 : 0,
+        ...(s.phase === 'memory' || s.phase === 'drain' ? { maxQueueBytes: 1024 ** 3 } : {}),
+        closeTimeout: s.phase === 'memory' || s.phase === 'drain' ? 0 : 60_000,
       });
     case 'floor':
       return new FloorTransport(s.url, join(s.dir, 'queue.db'));
@@ -129,6 +131,36 @@ function acceptedAll(transport: TransportStream, n: number): Promise<void> {
   });
 }
 
+/**
+ * `rate` calls a second, in 10 ms ticks (a few records per request, as a service logs), for
+ * STEADY_MS. Each record carries the time of its call (`t`), for the receiver's lag figures. Over
+ * the last STEADY_MS - STEADY_WARMUP_MS: the main thread's event-loop utilization, and the CPU of the
+ * whole process (every thread) per record.
+ */
+async function steady(logger: winston.Logger, rate: number): Promise<{ utilization: number; cpuUsPerRecord: number; records: number }> {
+  const { performance } = await import('node:perf_hooks');
+  const start = performance.now();
+  let i = 0;
+  let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; cpu: NodeJS.CpuUsage; i: number } | undefined;
+  return new Promise((resolve) => {
+    const tick = () => {
+      const elapsed = performance.now() - start;
+      const due = Math.floor((Math.min(elapsed, STEADY_MS) / 1000) * rate);
+      for (; i < due; i++) logger.info(MESSAGE, { ...record(i), t: Date.now() });
+      if (mark === undefined && elapsed >= STEADY_WARMUP_MS) mark = { elu: performance.eventLoopUtilization(), cpu: process.cpuUsage(), i };
+      if (elapsed < STEADY_MS) {
+        setTimeout(tick, 10);
+        return;
+      }
+      const elu = performance.eventLoopUtilization(mark!.elu);
+      const cpu = process.cpuUsage(mark!.cpu);
+      const records = i - mark!.i;
+      resolve({ utilization: elu.utilization, cpuUsPerRecord: (cpu.user + cpu.system) / records, records });
+    };
+    setTimeout(tick, 10);
+  });
+}
+
 async function main(): Promise<void> {
   const transport = transportFor(settings);
   transport.on('warn', () => undefined);
@@ -138,7 +170,10 @@ async function main(): Promise<void> {
   const send = (msg: unknown) => process.send!(msg);
 
   const cpu0 = process.cpuUsage();
-  if (settings.phase === 'drain') {
+  if (settings.phase === 'steady') {
+    send({ started: Date.now() });
+    send({ steady: await steady(logger, settings.rate!) });
+  } else if (settings.phase === 'drain') {
     // The backlog is already on disk: opening the transport ships it.
     send({ started: Date.now() });
   } else {
@@ -147,7 +182,12 @@ async function main(): Promise<void> {
     const started = Date.now();
     send({ started });
     const accepted = acceptedAll(transport, settings.n);
-    await new Promise<void>((resolve) => logWorkload(logger, settings.n, resolve, settings.phase === 'memory'));
+    if (settings.phase === 'sync') {
+      // One loop with no yield: what a burst of calls in one request handler does.
+      for (let i = 0; i < settings.n; i++) logger.info(MESSAGE, record(i));
+    } else {
+      await new Promise<void>((resolve) => logWorkload(logger, settings.n, resolve, settings.phase === 'memory'));
+    }
     await accepted;
     // VectorTransport calls back before the commit (while under its highWaterMark), the floor always:
     // their figure runs until every record is in the queue file.

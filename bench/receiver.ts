@@ -26,8 +26,24 @@ export function countRecords(body: Buffer, headers: http.IncomingHttpHeaders): n
   return 1;
 }
 
+/** The `t` (time of the log call) of every record in a JSON body that has one. */
+function callTimes(body: Buffer, headers: http.IncomingHttpHeaders): number[] {
+  let raw = body;
+  if (headers['content-encoding'] === 'gzip') raw = zlib.gunzipSync(raw);
+  const text = raw.toString('utf8');
+  const records = (String(headers['content-type']).includes('ndjson') ? text.split('\n').filter(Boolean).map((l) => JSON.parse(l)) : JSON.parse(text)) as unknown;
+  const out: number[] = [];
+  for (const r of Array.isArray(records) ? records : [records]) {
+    const t = (r as { t?: unknown; extra?: { t?: unknown } })?.extra?.t ?? (r as { t?: unknown })?.t;
+    if (typeof t === 'number') out.push(t);
+  }
+  return out;
+}
+
 export class CountingReceiver {
   count = 0;
+  /** When set, each record's lag (arrival minus its `t`) is kept, with its `t`. */
+  lags: Array<{ t: number; lag: number }> | undefined;
   private server: http.Server | undefined;
   port = 0;
   private waiters: Array<{ n: number; resolve: (at: number) => void }> = [];
@@ -38,7 +54,12 @@ export class CountingReceiver {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         try {
-          this.count += countRecords(Buffer.concat(chunks), req.headers);
+          const body = Buffer.concat(chunks);
+          this.count += countRecords(body, req.headers);
+          if (this.lags) {
+            const now = Date.now();
+            for (const t of callTimes(body, req.headers)) this.lags.push({ t, lag: now - t });
+          }
         } catch {
           // not a body we can read: still a 2xx, as the task says
         }

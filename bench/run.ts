@@ -12,7 +12,9 @@
  * Environment: BENCH_N (records per throughput run, 100000), BENCH_RUNS (runs per figure, median; 3),
  * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders;
  * `floor`, bench/floor.ts, runs only when named there),
- * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there).
+ * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there),
+ * BENCH_PHASES (comma list: throughput, steady, memory, drain; all by default), BENCH_STEADY_RATES
+ * (records/s of the steady runs, `2000,10000`), BENCH_STEADY_RUNS (their rounds, 1).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,12 +22,15 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { ContenderName } from './contender';
 import { CountingReceiver } from './receiver';
+import { STEADY_WARMUP_MS } from './workload';
 
 const N = Number(process.env.BENCH_N ?? 100_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const MEM_N = Number(process.env.BENCH_MEM_N ?? 1_000_000);
 const ALL: ContenderName[] = ['noop', 'file', 'http-batch', 'http-batch1000', 'winston-loki', 'logtail', 'vector', 'vector-batch1000'];
 const ONLY = process.env.BENCH_ONLY?.split(',') as ContenderName[] | undefined;
+/** Phases to run (all by default): `throughput` (floods), `steady`, `memory` (the outage), `drain`. */
+const PHASES = new Set((process.env.BENCH_PHASES ?? 'throughput,steady,memory,drain').split(','));
 /** Run only when BENCH_ONLY names it: `floor` (bench/floor.ts) is a measurement of the machine, not a contender. */
 const ON_REQUEST: ContenderName[] = ['floor'];
 const CONTENDERS = [...ALL, ...ON_REQUEST].filter((c) => (ONLY ? ONLY.includes(c) : !ON_REQUEST.includes(c)));
@@ -38,14 +43,15 @@ const THROUGHPUT_ONLY = new Set<ContenderName>(['http-batch1000', 'vector-batch1
 interface Report {
   started?: number;
   produced?: number;
+  steady?: { utilization: number; cpuUsPerRecord: number; records: number };
   cpu?: NodeJS.CpuUsage;
   rss?: { before: number; peak: number; after: number };
 }
 
-function startContender(name: ContenderName, n: number, url: string, dir: string, phase: string) {
+function startContender(name: ContenderName, n: number, url: string, dir: string, phase: string, rate?: number) {
   const child: ChildProcess = fork(join(__dirname, 'contender.ts'), [], {
     execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
-    env: { ...process.env, BENCH_CONTENDER: JSON.stringify({ name, n, url, dir, phase }) },
+    env: { ...process.env, BENCH_CONTENDER: JSON.stringify({ name, n, url, dir, phase, rate }) },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   const report: Report = {};
@@ -80,6 +86,8 @@ const median = (xs: number[]) => {
 
 interface Figures {
   producerPerSec: number;
+  /** One synchronous loop of N calls (no yield), until accepted (VectorTransport: committed). */
+  syncProducerPerSec?: number;
   e2ePerSec: number | null;
   cpuSecPer100k: number;
   /** Medians of `runs` runs; `received` is the fewest delivered in any of them. */
@@ -88,10 +96,10 @@ interface Figures {
 }
 
 /** One throughput run of one contender: records/s until accepted, until received, CPU s per 100k. */
-async function throughputRun(name: ContenderName, receiver: CountingReceiver): Promise<{ producer: number; e2e: number; cpu: number }> {
+async function throughputRun(name: ContenderName, receiver: CountingReceiver, phase: 'throughput' | 'sync' = 'throughput'): Promise<{ producer: number; e2e: number; cpu: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
   receiver.count = 0;
-  const c = startContender(name, N, receiver.url, dir, 'throughput');
+  const c = startContender(name, N, receiver.url, dir, phase);
   await c.next('produced');
   const producer = (N / c.report.produced!) * 1000;
   let e2e = Number.NaN;
@@ -112,19 +120,85 @@ async function throughputRun(name: ContenderName, receiver: CountingReceiver): P
  */
 async function throughput(receiver: CountingReceiver): Promise<Partial<Record<ContenderName, Figures>>> {
   const runs = new Map<ContenderName, Array<{ producer: number; e2e: number; cpu: number }>>(CONTENDERS.map((name) => [name, []]));
+  const sync = new Map<ContenderName, number[]>(CONTENDERS.map((name) => [name, []]));
   for (let round = 0; round < RUNS; round++) {
     for (const name of CONTENDERS) {
       process.stderr.write(`throughput: ${name} (round ${round + 1} of ${RUNS})\n`);
       runs.get(name)!.push(await throughputRun(name, receiver));
+      if (!SYNC_SKIP.has(name)) sync.get(name)!.push((await throughputRun(name, receiver, 'sync')).producer);
     }
   }
   const out: Partial<Record<ContenderName, Figures>> = {};
   for (const [name, r] of runs) {
     out[name] = {
+      syncProducerPerSec: sync.get(name)!.length > 0 ? median(sync.get(name)!) : undefined,
       producerPerSec: median(r.map((x) => x.producer)),
       e2ePerSec: NETWORK.has(name) ? median(r.map((x) => x.e2e)) : null,
       cpuSecPer100k: median(r.map((x) => x.cpu)),
     };
+  }
+  return out;
+}
+
+/** Only these run the synchronous-loop flood too: the floor, the peers the targets name, and ours (time: the whole run stays under ten minutes). */
+const SYNC_SKIP = new Set<ContenderName>(['http-batch1000', 'vector-batch1000', 'winston-loki', 'logtail', 'floor']);
+/** Rounds of the steady-rate runs (each 8 s a contender and rate): one by default, to stay under ten minutes. */
+const STEADY_RUNS = Number(process.env.BENCH_STEADY_RUNS ?? 1);
+
+/** Contenders of the steady-rate runs: the floor (do-nothing), the peers the targets name, and ours. */
+const STEADY: ContenderName[] = ['noop', 'file', 'http-batch', 'vector'];
+const STEADY_RATES = (process.env.BENCH_STEADY_RATES ?? '2000,10000').split(',').map(Number);
+
+interface SteadyFigures {
+  utilization: number;
+  cpuUsPerRecord: number;
+  lagP50Ms?: number;
+  lagP99Ms?: number;
+}
+
+const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+
+/**
+ * Steady rates: each contender in its own process logs `rate` calls a second in 10 ms ticks, RUNS
+ * rounds; the medians of main-thread utilization and CPU per record over the measured seconds, and
+ * for VectorTransport the lag from the log call to the receiver (p50, p99, over the measured seconds
+ * of every run).
+ */
+async function steadyRates(receiver: CountingReceiver): Promise<Record<number, Partial<Record<ContenderName, SteadyFigures>>>> {
+  const out: Record<number, Partial<Record<ContenderName, SteadyFigures>>> = {};
+  const names = STEADY.filter((c) => CONTENDERS.includes(c));
+  for (const rate of STEADY_RATES) {
+    const runs = new Map<ContenderName, Array<{ utilization: number; cpuUsPerRecord: number }>>(names.map((n) => [n, []]));
+    const lags = new Map<ContenderName, number[]>(names.map((n) => [n, []]));
+    for (let round = 0; round < STEADY_RUNS; round++) {
+      for (const name of names) {
+        process.stderr.write(`steady ${rate}/s: ${name} (round ${round + 1} of ${STEADY_RUNS})\n`);
+        const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
+        receiver.lags = [];
+        const c = startContender(name, 0, receiver.url, dir, 'steady', rate);
+        await c.next('steady', 60_000);
+        await c.finish();
+        await c.exited;
+        const from = c.report.started! + STEADY_WARMUP_MS;
+        lags.get(name)!.push(...receiver.lags.filter((l) => l.t >= from).map((l) => l.lag));
+        receiver.lags = undefined;
+        rmSync(dir, { recursive: true, force: true });
+        runs.get(name)!.push(c.report.steady!);
+      }
+    }
+    out[rate] = {};
+    for (const name of names) {
+      const r = runs.get(name)!;
+      const l = lags.get(name)!;
+      out[rate]![name] = {
+        utilization: median(r.map((x) => x.utilization)),
+        cpuUsPerRecord: median(r.map((x) => x.cpuUsPerRecord)),
+        ...(NETWORK.has(name) && l.length > 0 ? { lagP50Ms: percentile(l, 50), lagP99Ms: percentile(l, 99) } : {}),
+      };
+    }
   }
   return out;
 }
@@ -193,12 +267,14 @@ async function main(): Promise<void> {
   const began = Date.now();
   const receiver = new CountingReceiver();
   await receiver.up();
-  const results = await throughput(receiver);
-  for (const name of CONTENDERS.filter((c) => NETWORK.has(c) && !THROUGHPUT_ONLY.has(c))) {
+  const results: Partial<Record<ContenderName, Figures>> = PHASES.has('throughput') ? await throughput(receiver) : {};
+  for (const name of CONTENDERS) results[name] ??= { producerPerSec: Number.NaN, e2ePerSec: null, cpuSecPer100k: Number.NaN };
+  const steady = PHASES.has('steady') ? await steadyRates(receiver) : {};
+  for (const name of CONTENDERS.filter((c) => PHASES.has('memory') && NETWORK.has(c) && !THROUGHPUT_ONLY.has(c))) {
     process.stderr.write(`memory with the receiver down: ${name}\n`);
     results[name]!.memory = await memory(name, receiver, DURABLE.has(name) ? RUNS : 1);
   }
-  if (CONTENDERS.includes('vector')) {
+  if (CONTENDERS.includes('vector') && PHASES.has('drain')) {
     process.stderr.write('drain of a backlog on disk: vector\n');
     const rates: number[] = [];
     for (let run = 0; run < RUNS; run++) rates.push(await drain(receiver));
@@ -207,6 +283,9 @@ async function main(): Promise<void> {
   await receiver.down();
 
   const file = results.file?.producerPerSec;
+  const fileSync = results.file?.syncProducerPerSec;
+  const ceiling = results.noop?.producerPerSec;
+  const ceilingSync = results.noop?.syncProducerPerSec;
   const fmt = (x: number | null | undefined) => (x === null || x === undefined || Number.isNaN(x) ? '-' : Math.round(x).toLocaleString('en-US'));
   const ratio = (x: number | undefined) => (file && x ? `${(x / file).toFixed(2)}×` : '-');
   const rows = CONTENDERS.map((name) => {
@@ -217,23 +296,50 @@ async function main(): Promise<void> {
       DURABLE.has(name) ? 'yes' : 'no',
       fmt(f.producerPerSec),
       ratio(f.producerPerSec),
+      ceiling ? `${(f.producerPerSec / ceiling).toFixed(2)}×` : '-',
+      f.syncProducerPerSec === undefined ? '-' : `${fmt(f.syncProducerPerSec)} (${fileSync ? (f.syncProducerPerSec / fileSync).toFixed(2) : '-'}× File, ${ceilingSync ? (f.syncProducerPerSec / ceilingSync).toFixed(2) : '-'}× ceiling)`,
       fmt(f.e2ePerSec),
       f.cpuSecPer100k.toFixed(2),
       m ? `${m.rssGrowthMiB} (peak ${m.peakGrowthMiB})` : '-',
       m ? `${m.received.toLocaleString('en-US')}/${m.records.toLocaleString('en-US')}${m.drainSec === null ? '' : ` in ${m.drainSec}s`}` : '-',
     ];
   });
-  const head = ['contender', 'keeps across crash', 'producer rec/s', 'vs File', 'end-to-end rec/s', 'CPU s/100k', `RSS growth MiB, ${MEM_N.toLocaleString('en-US')} while down`, 'delivered after outage'];
+  const head = ['contender', 'keeps across crash', 'producer rec/s, 1000 a tick', 'vs File', 'vs ceiling', 'producer rec/s, one loop', 'end-to-end rec/s', 'CPU s/100k', `RSS growth MiB, ${MEM_N.toLocaleString('en-US')} while down`, 'delivered after outage'];
   const table = [head, head.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   console.log(`\n${table}\n`);
+  // Steady rates: above the floor (winston with a do-nothing transport), as ratios to File (the
+  // main thread) and to Http with batch 100 (CPU of every thread).
+  const steadyRows: string[][] = [];
+  for (const rate of STEADY_RATES.filter((x) => steady[x])) {
+    const r = steady[rate]!;
+    const floor = r.noop;
+    for (const name of STEADY.filter((c) => r[c])) {
+      const f = r[name]!;
+      const util = floor ? f.utilization - floor.utilization : Number.NaN;
+      const cpu = floor ? f.cpuUsPerRecord - floor.cpuUsPerRecord : Number.NaN;
+      const fileUtil = r.file && floor ? r.file.utilization - floor.utilization : Number.NaN;
+      const httpCpu = r['http-batch'] && floor ? r['http-batch'].cpuUsPerRecord - floor.cpuUsPerRecord : Number.NaN;
+      steadyRows.push([
+        rate.toLocaleString('en-US'),
+        name,
+        `${(f.utilization * 100).toFixed(1)}%`,
+        name === 'noop' ? '-' : `${(util * 100).toFixed(1)}%${name === 'file' ? '' : ` (${(util / fileUtil).toFixed(2)}× File)`}`,
+        f.cpuUsPerRecord.toFixed(1),
+        name === 'noop' ? '-' : `${cpu.toFixed(1)}${name === 'http-batch' ? '' : ` (${(cpu / httpCpu).toFixed(2)}× Http)`}`,
+        f.lagP50Ms === undefined ? '-' : `${f.lagP50Ms} / ${f.lagP99Ms}`,
+      ]);
+    }
+  }
+  const steadyHead = ['logs/s', 'contender', 'main-thread utilization', 'above the floor', 'CPU µs/record (all threads)', 'above the floor', 'lag p50 / p99 ms'];
+  console.log([steadyHead, steadyHead.map(() => '---'), ...steadyRows].map((r) => `| ${r.join(' | ')} |`).join('\n') + '\n');
   if (results.vector?.drainPerSec) console.log(`Drain of a ${MEM_N.toLocaleString('en-US')}-record backlog on disk (vector, defaults): ${fmt(results.vector.drainPerSec)} rec/s`);
   console.log(
     `Machine: ${machine}. N=${N}, median of ${RUNS} runs (the outage column: VectorTransport's too, each peer's one run). Took ${Math.round((Date.now() - began) / 1000)} s.`,
   );
   writeFileSync(
     join(__dirname, 'results.json'),
-    `${JSON.stringify({ date: new Date().toISOString(), machine, n: N, runs: RUNS, memN: MEM_N, results }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, n: N, runs: RUNS, memN: MEM_N, results, steady }, null, 2)}\n`,
   );
 }
 

@@ -9,3 +9,7 @@ export const record = (i: number) => ({
   currency: 'EUR',
   request: { method: 'POST', path: '/api/cart/checkout', status: 200, duration_ms: 42 },
 });
+
+/** How long a steady run logs, and when its measured part starts (the first seconds warm up). */
+export const STEADY_MS = 8000;
+export const STEADY_WARMUP_MS = 3000;

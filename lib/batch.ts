@@ -28,6 +28,16 @@ export interface Segment {
   readonly rows: number;
 }
 
+/** A batch as `postMessage` carries it: its chunks' shared memory and where its rows are. */
+export interface SharedBatch {
+  readonly segments: ReadonlyArray<{ readonly buffer: SharedArrayBuffer; readonly offset: number; readonly length: number; readonly start: number; readonly rows: number }>;
+  readonly rows: number;
+  readonly byteLength: number;
+}
+
+/** A chunk of `size` bytes in shared memory: the delivery worker reads it where it is. */
+const sharedChunk = (size: number): Buffer => Buffer.from(new SharedArrayBuffer(size));
+
 /** Rows of UTF-8 text, in order. Immutable: `slice` and `concat` share the chunks. */
 export class RecordBatch {
   /** Made by `BatchWriter.take()`, `of`, `concat` and `slice`. */
@@ -163,6 +173,29 @@ export class RecordBatch {
     return out;
   }
 
+  /**
+   * The batch as it crosses to another thread: chunks are SharedArrayBuffers, so nothing is
+   * copied; the receiving thread sees the same bytes, and this thread must not reuse the chunks
+   * (`recycle`) before the other is done with them.
+   */
+  toShared(): SharedBatch {
+    return {
+      segments: this.segments.map(({ chunk, start, rows }) => ({ buffer: chunk.buffer as SharedArrayBuffer, offset: chunk.byteOffset, length: chunk.length, start, rows })),
+      rows: this.length,
+      byteLength: this.byteLength,
+    };
+  }
+
+  /** A batch over the chunks of `toShared` (on another thread). */
+  static fromShared(b: SharedBatch): RecordBatch {
+    if (b.rows === 0) return RecordBatch.empty;
+    return new RecordBatch(
+      b.segments.map((s) => ({ chunk: Buffer.from(s.buffer, s.offset, s.length), start: s.start, rows: s.rows })),
+      b.rows,
+      b.byteLength,
+    );
+  }
+
   /** The chunks this batch's rows are in (each once). */
   chunks(): Buffer[] {
     return [...new Set(this.segments.map((s) => s.chunk))];
@@ -223,7 +256,7 @@ export class BatchWriter {
   /** Ends the current chunk's segment and starts a chunk of `size` bytes (0: a standard chunk). */
   private open(size: number): void {
     this.close();
-    this.chunk = size === 0 ? (this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES)) : Buffer.allocUnsafeSlow(size);
+    this.chunk = size === 0 ? (this.spare.pop() ?? sharedChunk(CHUNK_BYTES)) : sharedChunk(size);
     this.used = 0;
   }
 

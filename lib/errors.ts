@@ -1,5 +1,8 @@
 import { NO_SECRETS } from './secrets';
 
+/** What the transport does about a delivery problem (see {@link VectorDeliveryError.action}). */
+export type DeliveryAction = 'retry' | 'blocked' | 'dead-letter' | 'unanswered';
+
 /**
  * Raised (as a `'warn'` event, or a rejected promise where the caller asked
  * for delivery) when a batch could not be delivered. The message and every
@@ -13,11 +16,11 @@ export class VectorDeliveryError extends Error {
    * What the transport does about it: `retry`, `blocked`, `dead-letter` (one record moved to the
    * dead-letter table), or `unanswered` (requests got no answer and their records were sent again).
    */
-  readonly action: string;
+  readonly action: DeliveryAction;
   /** Number of records in the request that failed. */
   readonly records: number;
 
-  constructor(message: string, details: { status?: number; action: string; records: number; cause?: unknown }) {
+  constructor(message: string, details: { status?: number; action: DeliveryAction; records: number; cause?: unknown }) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.status = details.status;
     this.action = details.action;

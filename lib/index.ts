@@ -6,3 +6,4 @@ export { guardLogger } from './guard';
 export type { VectorLogger, VectorLoggerOptions } from './logger';
 export { LogLevel } from './levels';
 export { VectorDeliveryError, VectorQueueError } from './errors';
+export type { DeliveryAction } from './errors';

@@ -215,7 +215,7 @@ function ownerDied(owner: string): boolean {
 export class SqliteQueue implements Queue {
   /** Identifies this queue's leases: host, pid and a random part. */
   readonly owner = `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
-  private buffered: Array<{ rows: RecordBatch; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private buffered: Array<{ rows: RecordBatch; resolve: () => void; reject: (err: unknown) => void; committed?: () => void }> = [];
   private writeScheduled = false;
   private closed = false;
   private readonly now: () => number;
@@ -246,6 +246,11 @@ export class SqliteQueue implements Queue {
       // no statfs: maxQueueBytes alone
     }
     this.walBudget = Math.min(WAL_BUDGET_MAX, Math.max(WAL_BUDGET_MIN, Math.floor(Math.min(options.maxQueueBytes, disk) / 16)));
+  }
+
+  /** @internal A test seam: the queue's own connection (to set a page limit, or watch its statements). */
+  get connection(): Connection {
+    return this.conn;
   }
 
   /** Opens (or creates) the queue. A corrupt file is set aside, renamed and kept, and a new one is made. */
@@ -392,7 +397,7 @@ export class SqliteQueue implements Queue {
     return rows.map((r) => r.key).filter((key) => ownerDied(key.slice('open:'.length)));
   }
 
-  append(records: RecordBatch | readonly string[]): Promise<void> {
+  append(records: RecordBatch | readonly string[], committed?: () => void): Promise<void> {
     if (records.length === 0) return Promise.resolve();
     const rows = records instanceof RecordBatch ? records : RecordBatch.of(records);
     return new Promise((resolve, reject) => {
@@ -400,7 +405,7 @@ export class SqliteQueue implements Queue {
         reject(new VectorQueueError('the queue is closed'));
         return;
       }
-      this.buffered.push({ rows, resolve, reject });
+      this.buffered.push({ rows, resolve, reject, committed });
       if (!this.writeScheduled) {
         this.writeScheduled = true;
         void this.conn.exclusive(() => this.writeBuffered());
@@ -417,17 +422,19 @@ export class SqliteQueue implements Queue {
     const items = this.buffered;
     this.buffered = [];
     let rows = RecordBatch.concat(items.map((i) => i.rows));
+    const hooks = items.flatMap((i) => (i.committed ? [i.committed] : []));
+    const committed = hooks.length === 0 ? undefined : () => hooks.forEach((h) => h());
     try {
       rows = await this.makeRoom(rows);
       const notices = this.mayHaveUnreported ? await this.takeNotices(rows, await this.room()) : [];
       try {
-        await this.insertAll(rows, notices);
+        await this.insertAll(rows, notices, undefined, committed);
       } catch (err) {
         if (!isFull(err)) throw err;
         // The disk (or SQLite's page limit) is full: the WAL's space first, then the policy decides who goes.
         await this.checkpoint();
         const attempt = () =>
-          this.insertAll(rows, notices).then(
+          this.insertAll(rows, notices, undefined, committed).then(
             () => true,
             (e: unknown) => {
               if (!isFull(e)) throw e;
@@ -461,12 +468,15 @@ export class SqliteQueue implements Queue {
     return this.conn.exclusive(() => this.insertAll(RecordBatch.of(rows), [], destination));
   }
 
-  private async insertAll(rows: RecordBatch, notices: readonly Notice[] = [], destination = this.options.destination): Promise<void> {
-    if (rows.length === 0 && notices.length === 0) return;
+  private async insertAll(rows: RecordBatch, notices: readonly Notice[] = [], destination = this.options.destination, committed?: () => void): Promise<void> {
+    if (rows.length === 0 && notices.length === 0) {
+      committed?.(); // every row was dropped (and counted): nothing is left to commit
+      return;
+    }
     const now = this.now();
     const parts = rows.split(ROWS_PER_INSERT, PARTS_PER_INSERT);
     if (parts.length === 1 && notices.length === 0) {
-      await this.insert(parts[0]!, now, destination);
+      await this.insert(parts[0]!, now, destination, committed);
       return;
     }
     await this.conn.transaction(async () => {
@@ -481,7 +491,7 @@ export class SqliteQueue implements Queue {
         await this.conn.run('UPDATE counters SET value = value - ? WHERE name = ?', [n.count, `unreported:${n.reason}`]);
       }
       for (const part of parts) await this.insert(part, now, destination);
-    });
+    }, committed);
   }
 
   /**
@@ -599,15 +609,18 @@ export class SqliteQueue implements Queue {
 
   /**
    * Deletes the oldest records until about `bytes` are freed; returns how many went. Notices
-   * caught in the range are deleted too, and what they reported is reported again.
+   * caught in the range are deleted too, and what they reported is reported again. Records under a
+   * lease are in a request right now: they are left to its answer (a 2xx deletes them), so no
+   * record is both delivered and counted as dropped.
    */
   private async dropOldest(bytes: number, reason: DropReason): Promise<number> {
     let freed = 0;
     let lastId = 0;
+    const now = this.now();
     while (freed < bytes) {
       const page = await this.conn.all<{ id: number; n: number }>(
-        'SELECT id, length(CAST(body AS BLOB)) AS n FROM records WHERE id > ? ORDER BY id LIMIT 1000',
-        [lastId],
+        'SELECT id, length(CAST(body AS BLOB)) AS n FROM records WHERE id > ? AND lease_until < ? ORDER BY id LIMIT 1000',
+        [lastId, now],
       );
       if (page.length === 0) break;
       for (const { id, n } of page) {
@@ -618,11 +631,11 @@ export class SqliteQueue implements Queue {
     }
     if (lastId === 0) return 0;
     const carried = await this.conn.all<{ notice_reason: DropReason; n: number }>(
-      `DELETE FROM records WHERE id <= ? AND notice_reason IS NOT NULL RETURNING notice_reason, notice_count AS n`,
-      [lastId],
+      `DELETE FROM records WHERE id <= ? AND lease_until < ? AND notice_reason IS NOT NULL RETURNING notice_reason, notice_count AS n`,
+      [lastId, now],
     );
     for (const c of carried) this.unreport(c.notice_reason, c.n);
-    const count = await this.conn.run('DELETE FROM records WHERE id <= ?', [lastId]);
+    const count = await this.conn.run('DELETE FROM records WHERE id <= ? AND lease_until < ?', [lastId, now]);
     this.dropped(reason, count);
     return count + carried.length;
   }
@@ -718,9 +731,9 @@ export class SqliteQueue implements Queue {
     });
   }
 
-  private insert(rows: RecordBatch, now: number, destination: string | undefined): Promise<number> {
+  private insert(rows: RecordBatch, now: number, destination: string | undefined, committed?: () => void): Promise<number> {
     const [sql, params] = insertStatement(rows, now, destination ?? null);
-    return this.conn.run(sql, params);
+    return this.conn.run(sql, params, committed);
   }
 
   claim(limit: number): Promise<QueuedRecord[]> {

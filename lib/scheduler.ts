@@ -378,7 +378,7 @@ export class Scheduler {
     if (state === this.state) return;
     this.state = state;
     const what = result.action === 'blocked' ? 'delivery blocked (records kept, retried at the cap)' : 'delivery failed (records kept, will retry)';
-    this.onWarn(new VectorDeliveryError(`${what}: ${message}`, { status: result.status, action: result.action, records, cause: result.cause }));
+    this.onWarn(new VectorDeliveryError(`${what}: ${message}`, { status: result.status, action: result.action === 'blocked' ? 'blocked' : 'retry', records, cause: result.cause }));
   }
 
   /**

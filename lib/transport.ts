@@ -1,14 +1,14 @@
 import TransportStream from 'winston-transport';
-import { BatchWriter, type RecordBatch } from './batch';
+import { BatchWriter, RecordBatch } from './batch';
+import { type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from './delivery';
 import { VectorDeliveryError, VectorQueueError } from './errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
+import { prepareDatabaseFile } from './queue';
 import { buildRecord, type RecordContext } from './record';
-import { ForeignFileError, prepareDatabaseFile, SqliteQueue } from './queue';
-import { Scheduler } from './scheduler';
+import type { DeliveryStats } from './scheduler';
 import { toJson } from './serialize';
-import { HttpShipper } from './shipper';
-import { claimSpills, writeSpill } from './spill';
+import { writeSpill } from './spill';
 
 /** Transports whose records must be spilled if the process exits (see lib/spill.ts). */
 const live = new Set<VectorTransport>();
@@ -48,6 +48,9 @@ function readableBuffer(state: unknown): unknown[] {
 
 /** One `'exit'` listener for every transport of the process: it never throws. */
 function onExit(): void {
+  // First the worker thread is made safe to tear down (no SQLite statement under way); then each
+  // transport knows whether its commit under way went in, and writes out only what did not.
+  quiesceForExit(EXIT_QUIESCE_MS);
   for (const t of live) {
     try {
       t.spillNow();
@@ -57,12 +60,14 @@ function onExit(): void {
   }
 }
 
+/** The longest the exit waits for SQLite statements in flight in the delivery worker, in ms. */
+const EXIT_QUIESCE_MS = 1000;
+
 /** How long the transport ships when winston's exception handler ends it to exit (it waits 3 s). */
 const EXIT_SHIP_MS = 2000;
 
-/** Backoff between attempts to open the queue file, in ms. */
-const OPEN_RETRY_BASE_MS = 250;
-const OPEN_RETRY_MAX_MS = 30_000;
+/** Batches with the delivery worker at once (see `commitLoop`). */
+const MAX_FLIGHTS = 2;
 
 /** A commit of this many records or more means the logger is in a burst (see `inBurst`). */
 const BURST_ROWS = 1000;
@@ -105,10 +110,14 @@ export interface TransportStats {
   readonly lastSuccessAt: Date | null;
 }
 
-interface Runtime {
-  readonly queue: SqliteQueue;
-  readonly scheduler: Scheduler;
+/** What the delivery worker answers to `stats`. */
+interface WorkerStats {
+  readonly queue: { pending: number; oldestPendingAt: number | null; deadLetters: number; queueBytes: number } | undefined;
+  readonly delivery: DeliveryStats | undefined;
 }
+
+/** Options the worker resolves again: what can cross threads (no functions), and the record's own. */
+const LOCAL_ONLY = new Set(['format', 'level', 'silent', 'handleExceptions', 'handleRejections', 'log', 'logv', 'close', 'extraFields']);
 
 type WriteChunk = { chunk: Record<string, unknown> };
 
@@ -119,8 +128,22 @@ type WriteChunk = { chunk: Record<string, unknown> };
 export class VectorTransport extends TransportStream {
   /** The options in force, after defaults and validation. Private: it holds the Authorization header. */
   private readonly config: ResolvedOptions;
-  private readonly runtime: Promise<Runtime | undefined>;
-  private readonly shipper: HttpShipper;
+  /** True once the delivery worker has the queue file open; false if it never will (closed first, foreign). */
+  private readonly runtime: Promise<boolean>;
+  private settleRuntime: (opened: boolean) => void = () => undefined;
+  private readonly worker: DeliveryWorker;
+  private readonly tid: number;
+  /**
+   * Shared with the delivery worker: [records waiting for a commit, records in the commit under
+   * way] (read by its scheduler), [the seq of the last batch committed] (written by it).
+   */
+  private readonly burstFlags = new Int32Array(new SharedArrayBuffer(12));
+  /** Seq of the last batch handed to the worker (batches are committed in seq order). */
+  private appendSeq = 0;
+  /** Batches with the worker, oldest first, until their commit is answered. */
+  private flights: Array<{ batch: RecordBatch; seq: number; done: Promise<void> }> = [];
+  /** Records in `flights`. */
+  private flightRows = 0;
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
   /**
@@ -133,25 +156,22 @@ export class VectorTransport extends TransportStream {
   private held: Array<() => void> = [];
   /** The commit loop, while it runs. */
   private committing: Promise<void> | undefined;
-  /** Records in the commit under way (0 between commits). */
-  private committingRows = 0;
   private readonly dropped: Record<string, number> = {};
   private readonly dropWarnings = new Map<string, { at: number; count: number }>();
   private closing: Promise<void> | undefined;
   private queueClosed = false;
   /** The queue file's path, resolved. */
   private readonly file: string;
-  /** The records of the commit under way: written out too at an exit, as they may not be in yet. */
-  private inFlight: RecordBatch | undefined;
   private restored = 0;
-  /** The queue and scheduler, once the file is open. */
-  private rt: Runtime | undefined;
+  /** The worker has the file open. */
+  private opened = false;
+  /** The delivery worker stopped (a bug): nothing more can be committed by this transport. */
+  private workerLost = false;
   private closeRequested = false;
   /** The file is another application's: nothing is ever written beside it. */
   private foreign = false;
   /** The last attempt to open the file failed: records are not held back, and beyond a bound dropped. */
   private openFailed = false;
-  private wakeOpen: (() => void) | undefined;
   /** Waiters of `committed()`, told when an attempt to open the file fails. */
   private onOpenFailed: Array<() => void> = [];
   /** `queue-unavailable` drops already told downstream by a notice record. */
@@ -179,8 +199,14 @@ export class VectorTransport extends TransportStream {
       process.on('exit', onExit);
     }
     this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
-    this.shipper = new HttpShipper({ ...this.config, tls: this.config.tls });
-    this.runtime = this.start(file);
+    this.runtime = new Promise<boolean>((resolve) => (this.settleRuntime = resolve));
+    const { worker, tid } = deliveryWorker();
+    this.worker = worker;
+    this.tid = tid;
+    worker.register(tid, (m) => this.fromWorker(m));
+    const crossing: Record<string, unknown> = { extraFields: this.extraFields };
+    for (const [key, value] of Object.entries(options)) if (!LOCAL_ONLY.has(key) && value !== undefined) crossing[key] = value;
+    worker.send({ op: 'open', tid, file, options: crossing, burst: this.burstFlags.buffer as SharedArrayBuffer });
     // After winston-transport's own 'pipe' listener, which takes the logger's levels.
     this.once('pipe', (source: { levels?: Record<string, number> }) => {
       const level = this.level;
@@ -216,90 +242,62 @@ export class VectorTransport extends TransportStream {
     this.emit('finish');
   }
 
-  /**
-   * Opens the queue file. A failure that can pass (the file busy past the busy timeout, full,
-   * failing, unreadable) is retried with backoff, with one `'warn'`; records logged meanwhile wait
-   * in memory (up to `highWaterMark`, then they are dropped as `queue-unavailable`). Only a file
-   * that is not a queue is final: an `'error'`, and nothing is written to it.
-   */
-  private async start(file: string): Promise<Runtime | undefined> {
-    const c = this.config;
-    for (let attempt = 0; ; attempt++) {
-      if (this.closeRequested) return undefined;
-      let queue: SqliteQueue | undefined;
-      try {
-        queue = await SqliteQueue.open(file, {
-          leaseMs: c.leaseTimeout,
-          synchronous: c.synchronous,
-          busyTimeout: 10_000,
-          maxQueueBytes: c.maxQueueBytes,
-          overflow: c.overflow,
-          maxAge: c.maxAge,
-          maxDeadLetters: c.maxDeadLetters,
-          destination: c.destination,
-          onWarn: (message, cause) => this.warn(new VectorQueueError(message, { cause })),
-          onDrop: (reason, count) => this.drop(reason, count),
-          notice: (count, reason) => this.notice(count, reason),
-        });
-        await this.restoreSpills(queue);
-        const lost = this.dropped['queue-unavailable'] ?? 0;
-        if (lost > this.noticedUnavailable) {
-          await queue.append([this.notice(lost - this.noticedUnavailable, 'queue-unavailable')]);
-          this.noticedUnavailable = lost;
-        }
+  /** What the delivery worker says without being asked: the file's state, warnings, drops. */
+  private fromWorker(m: Exclude<FromWorker, { op: 'reply' }>): void {
+    switch (m.op) {
+      case 'opened':
         this.openFailed = false;
-        if (attempt > 0) this.warn(new VectorQueueError(`the queue file ${JSON.stringify(file)} is open now`));
-        const scheduler = new Scheduler(queue, this.shipper, { ...c, burst: () => this.inBurst() }, (err) => this.warn(err), () => this.recovered());
-        scheduler.start();
-        this.rt = { queue, scheduler };
+        this.opened = true;
         this.onOpenFailed = [];
-        return this.rt;
-      } catch (err) {
-        await queue?.close().catch(() => undefined);
-        const message = `cannot open the queue file ${JSON.stringify(file)}: ${(err as Error).message}`;
-        if (err instanceof ForeignFileError) {
-          this.foreign = true;
-          const error = new VectorQueueError(message, { cause: err });
-          setImmediate(() => this.emit('error', error));
-          return undefined;
-        }
+        if (m.afterFailures) this.warn(new VectorQueueError(`the queue file ${JSON.stringify(this.file)} is open now`));
+        this.settleRuntime(true);
+        return;
+      case 'not-opened':
+        this.settleRuntime(false);
+        return;
+      case 'lost':
+        // A bug, not a state: what waits is written out beside the file from now on (see commitLoop).
+        this.workerLost = true;
+        this.warn(new VectorQueueError(`${m.message}; records are written out beside the queue file, for the next start`));
+        this.settleRuntime(false);
+        return;
+      case 'open-failed':
         this.openFailed = true;
         for (const resolve of this.onOpenFailed.splice(0)) resolve();
         // winston's stream is not held back while the file cannot be opened (see accept()).
         for (const callback of this.held.splice(0)) callback();
-        if (attempt === 0) {
-          this.warn(new VectorQueueError(`${message}; retrying with backoff, records wait in memory (up to highWaterMark)`, { cause: err }));
-        }
-        await this.openBackoff(Math.min(OPEN_RETRY_MAX_MS, OPEN_RETRY_BASE_MS * 2 ** Math.min(attempt, 10)));
+        if (m.first) this.warn(new VectorQueueError(`${m.message}; retrying with backoff, records wait in memory (up to highWaterMark)`, { cause: fromWire(m.cause) }));
+        return;
+      case 'foreign': {
+        this.foreign = true;
+        const error = new VectorQueueError(m.message, { cause: fromWire(m.cause) });
+        setImmediate(() => this.emit('error', error));
+        this.settleRuntime(false);
+        return;
       }
-    }
-  }
-
-  /** Waits before the next attempt to open; `close()` ends the wait. */
-  private openBackoff(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      timer.unref();
-      this.wakeOpen = done;
-      function done() {
-        clearTimeout(timer);
-        resolve();
+      case 'warn': {
+        const w = m.warning;
+        const cause = fromWire(w.cause);
+        this.warn(
+          w.kind === 'delivery'
+            ? new VectorDeliveryError(w.message, { status: w.status, action: w.action, records: w.records, cause })
+            : new VectorQueueError(w.message, cause === undefined ? undefined : { cause }),
+        );
+        return;
       }
-    });
-  }
-
-  /**
-   * Commits what processes wrote out at their exit (lib/spill.ts), before anything this transport
-   * logs: `commitLoop` waits for the queue, and so for this.
-   */
-  private async restoreSpills(queue: SqliteQueue): Promise<void> {
-    for (const spill of claimSpills(this.file)) {
-      if (spill.rows.length > 0) await queue.restore(spill.rows, spill.destination);
-      spill.done();
-      this.restored += spill.rows.length;
-      if (spill.damaged > 0) this.drop('spill-damaged', spill.damaged);
-      const twice = spill.maybeCommitted > 0 ? ` (${spill.maybeCommitted} were in a commit under way at the exit and may ship twice)` : '';
-      this.warn(new VectorQueueError(`${spill.rows.length} record(s) written out at a process exit were committed${twice}`));
+      case 'drop':
+        this.drop(m.reason, m.count);
+        return;
+      case 'recovered':
+        this.recovered();
+        return;
+      case 'restored': {
+        this.restored += m.rows;
+        if (m.damaged > 0) this.drop('spill-damaged', m.damaged);
+        const twice = m.maybeCommitted > 0 ? ` (${m.maybeCommitted} were in a commit under way at the exit and may ship twice)` : '';
+        this.warn(new VectorQueueError(`${m.rows} record(s) written out at a process exit were committed${twice}`));
+        return;
+      }
     }
   }
 
@@ -321,7 +319,10 @@ export class VectorTransport extends TransportStream {
       if (ts?.writecb && ts.writechunk) this.acceptBuffered(ts.writechunk, true);
       for (const info of buffered(parent._writableState)) this.acceptBuffered(info, true);
     }
-    return writeSpill(this.file, this.config.destination, this.inFlight, this.uncommitted.peek());
+    // The commits under way, but those the worker said went in (it writes the seq in the commit's own callback).
+    const committed = Atomics.load(this.burstFlags, 2);
+    const open = this.flights.filter((f) => f.seq > committed).map((f) => f.batch);
+    return writeSpill(this.file, this.config.destination, open.length === 0 ? undefined : RecordBatch.concat(open), this.uncommitted.peek());
   }
 
   /** An info found in a stream buffer at exit: through the formats and the level filter, then accepted. */
@@ -413,6 +414,7 @@ export class VectorTransport extends TransportStream {
     }
     try {
       this.uncommitted.write(buildRecord(info, this.context()));
+      this.burstFlags[0] = this.uncommitted.length;
       // The info is kept until the commit only for those who listen to 'logged'.
       if (this.listenerCount('logged') > 0) this.uncommittedInfos.push(info);
     } catch (err) {
@@ -438,23 +440,40 @@ export class VectorTransport extends TransportStream {
    * The logger is in a burst when a commit carries, or the next one will carry, at least
    * `BURST_ROWS` records: records arrive faster than one commit takes. Requests wait for it.
    */
-  private inBurst(): boolean {
-    return this.committingRows >= BURST_ROWS || this.uncommitted.length >= BURST_ROWS;
+  /** @internal Also a test seam: whether the worker's scheduler holds requests back for a burst. */
+  inBurst(): boolean {
+    return this.flightRows >= BURST_ROWS || this.uncommitted.length >= BURST_ROWS;
   }
 
-  /** Commits what was accepted, one transaction per round, until nothing waits. */
+  /**
+   * Commits what was accepted until nothing waits. Up to MAX_FLIGHTS batches are with the worker
+   * at once, so it always has the next one while it commits the current (it merges what queued up
+   * into one transaction); each batch stays here, for the exit spill, until its commit is confirmed.
+   */
   private async commitLoop(): Promise<void> {
     try {
       const rt = await this.runtime;
-      while (this.uncommitted.length > 0) {
+      // Records dropped while the file could not be opened: the notice goes first.
+      const lost = this.dropped['queue-unavailable'] ?? 0;
+      if (rt && !this.queueClosed && lost > this.noticedUnavailable) {
+        const count = lost - this.noticedUnavailable;
+        this.noticedUnavailable = lost;
+        this.launch(RecordBatch.of([this.notice(count, 'queue-unavailable')]), [], false);
+      }
+      while (this.uncommitted.length > 0 || this.flights.length > 0) {
+        if (this.uncommitted.length === 0 || this.flights.length >= MAX_FLIGHTS) {
+          await this.flights[0]!.done;
+          continue;
+        }
         const batch = this.uncommitted.take();
+        this.burstFlags[0] = 0;
         const infos = this.uncommittedInfos;
         this.uncommittedInfos = [];
         // There is room again: winston may hand over the next records while this commit runs.
         for (const callback of this.held.splice(0)) callback();
-        if (!rt) {
-          // The file never opened before close(): what waits is written out beside it, for the
-          // next transport that opens it; never beside a file that is not a queue.
+        if (!rt || this.workerLost) {
+          // The file never opened before close() (or the worker stopped): what waits is written
+          // out beside it, for the next transport that opens it; never beside a file that is not a queue.
           try {
             if (this.foreign) throw new VectorQueueError(`${this.file} is not a winston-vector queue`);
             writeSpill(this.file, this.config.destination, undefined, batch);
@@ -464,23 +483,12 @@ export class VectorTransport extends TransportStream {
           this.uncommitted.recycle(batch);
           continue;
         }
-        try {
-          if (this.queueClosed) throw new VectorQueueError('the queue is not open');
-          this.committingRows = batch.length;
-          this.inFlight = batch;
-          try {
-            await rt.queue.append(batch);
-          } finally {
-            this.inFlight = undefined;
-            this.committingRows = 0;
-            this.uncommitted.recycle(batch);
-          }
-          rt.scheduler.notify(batch.length);
-        } catch (err) {
-          this.drop('write-failed', batch.length, err);
+        if (this.queueClosed) {
+          this.drop('write-failed', batch.length, new VectorQueueError('the queue is not open'));
+          this.uncommitted.recycle(batch);
           continue;
         }
-        for (const info of infos) this.emit('logged', info);
+        this.launch(batch, infos, true);
       }
     } finally {
       // Also when a listener of 'logged' or 'warn' threw: what waits is still committed (held
@@ -488,6 +496,42 @@ export class VectorTransport extends TransportStream {
       this.committing = undefined;
       if (this.uncommitted.length > 0) this.startCommits();
     }
+  }
+
+  /** Hands `batch` to the worker to commit; its flight settles (never rejects) once that is answered. */
+  private launch(batch: RecordBatch, infos: Record<string, unknown>[], counted: boolean): void {
+    const seq = ++this.appendSeq;
+    this.flightRows += batch.length;
+    this.burstFlags[1] = this.flightRows;
+    const flight = { batch, seq, done: Promise.resolve() };
+    flight.done = this.worker
+      .request<void>({ op: 'append', tid: this.tid, seq, batch: batch.toShared() })
+      .then(
+        () => {
+          if (counted) this.emit('commit', batch.length);
+          for (const info of infos) this.emit('logged', info);
+        },
+        (err: unknown) => {
+          if (!this.workerLost) {
+            this.drop('write-failed', batch.length, err);
+            return;
+          }
+          // The commit may or may not have happened: kept in a spill, it may ship twice.
+          try {
+            writeSpill(this.file, this.config.destination, batch, RecordBatch.empty);
+          } catch (e) {
+            this.drop('write-failed', batch.length, e);
+          }
+        },
+      )
+      .catch(() => undefined) // a listener of 'commit' or 'logged' that threw
+      .finally(() => {
+        this.flights.splice(this.flights.indexOf(flight), 1);
+        this.flightRows -= batch.length;
+        this.burstFlags[1] = this.flightRows;
+        this.uncommitted.recycle(batch);
+      });
+    this.flights.push(flight);
   }
 
   /**
@@ -563,13 +607,17 @@ export class VectorTransport extends TransportStream {
    * Resolves when every record logged so far is committed to the queue file (or counted as
    * dropped): from then on it survives a crash. Delivery is not waited for (see `flush()`).
    */
-  async committed(): Promise<void> {
+  committed(): Promise<void> {
+    return this.holdingProcess(() => this.committedNow());
+  }
+
+  private async committedNow(): Promise<void> {
     // Records logged just now may still be on their way through winston's pipe.
     await new Promise((resolve) => setImmediate(resolve));
     // While the file cannot be opened, nothing can be committed: answer then instead of waiting
     // for an open that may take long (the records wait in memory, see start()).
     while (this.committing && !this.openFailed) {
-      if (this.rt) await this.committing;
+      if (this.opened) await this.committing;
       else await Promise.race([this.committing, new Promise<void>((resolve) => this.onOpenFailed.push(resolve))]);
     }
   }
@@ -578,13 +626,8 @@ export class VectorTransport extends TransportStream {
    * Timers are unref'd, so the transport never keeps a process alive by itself; but a caller who
    * awaits `flush()` or `close()` must get an answer, so the process stays up for that (bounded) call.
    */
-  private async holdingProcess<T>(fn: () => Promise<T>): Promise<T> {
-    const keepAlive = setInterval(() => undefined, 60_000);
-    try {
-      return await fn();
-    } finally {
-      clearInterval(keepAlive);
-    }
+  private holdingProcess<T>(fn: () => Promise<T>): Promise<T> {
+    return this.worker.hold(fn);
   }
 
   /** Ships what is queued now; resolves when it is delivered or this round failed. */
@@ -595,25 +638,32 @@ export class VectorTransport extends TransportStream {
   private async flushNow(): Promise<FlushResult> {
     if (this.openFailed) return { delivered: 0, pending: this.uncommitted.length };
     await this.committed();
-    const rt = await this.runtime;
-    if (!rt || this.closing) return { delivered: 0, pending: rt ? await rt.queue.pendingCount().catch(() => 0) : 0 };
-    const before = rt.scheduler.stats.delivered;
-    await rt.scheduler.flush();
-    return { delivered: rt.scheduler.stats.delivered - before, pending: await rt.queue.pendingCount() };
+    const rt = (await this.runtime) && !this.workerLost;
+    if (!rt || this.closing) return { delivered: 0, pending: rt ? await this.worker.request<number>({ op: 'pending', tid: this.tid }).catch(() => 0) : 0 };
+    return this.worker.request<FlushResult>({ op: 'flush', tid: this.tid });
   }
 
   /** Records waiting in the queue file (from any process sharing it). */
-  async pendingCount(): Promise<number> {
-    if (this.openFailed) return this.uncommitted.length;
-    await this.committed();
-    const rt = await this.runtime;
-    return rt && !this.queueClosed ? rt.queue.pendingCount() : 0;
+  pendingCount(): Promise<number> {
+    return this.holdingProcess(() => this.pendingNow());
   }
 
-  async stats(): Promise<TransportStats> {
-    const rt = this.openFailed ? undefined : await this.runtime;
-    const q = rt && !this.queueClosed ? await rt.queue.stats() : { pending: 0, oldestPendingAt: null, deadLetters: 0, queueBytes: 0 };
-    const s = rt?.scheduler.stats;
+  private async pendingNow(): Promise<number> {
+    if (this.openFailed) return this.uncommitted.length;
+    await this.committed();
+    const rt = (await this.runtime) && !this.workerLost;
+    return rt && !this.queueClosed ? this.worker.request<number>({ op: 'pending', tid: this.tid }) : 0;
+  }
+
+  stats(): Promise<TransportStats> {
+    return this.holdingProcess(() => this.statsNow());
+  }
+
+  private async statsNow(): Promise<TransportStats> {
+    const rt = this.openFailed || this.workerLost ? false : await this.runtime;
+    const w = rt && !this.queueClosed ? await this.worker.request<WorkerStats>({ op: 'stats', tid: this.tid }) : undefined;
+    const q = w?.queue ?? { pending: 0, oldestPendingAt: null, deadLetters: 0, queueBytes: 0 };
+    const s = w?.delivery;
     return {
       pending: q.pending + (this.openFailed ? this.uncommitted.length : 0),
       delivered: s?.delivered ?? 0,
@@ -641,22 +691,24 @@ export class VectorTransport extends TransportStream {
 
   private async shutdown(timeout: number): Promise<void> {
     this.closeRequested = true;
-    this.wakeOpen?.();
+    // An open still being retried stops; what waits for it is then written out beside the file.
+    if (!this.opened) this.worker.send({ op: 'stop-opening', tid: this.tid });
     await this.committed();
-    const rt = await this.runtime;
     try {
-      if (rt) {
-        await rt.scheduler.close(timeout);
-        await rt.queue.close();
-      }
+      await this.worker.request({ op: 'close', tid: this.tid, timeout });
     } catch (err) {
       this.warn(new VectorQueueError(`close failed: ${(err as Error).message}`, { cause: err }));
     } finally {
       this.queueClosed = true;
       live.delete(this);
-      this.shipper.close();
+      this.worker.unregister(this.tid);
       this.emit('closed');
     }
+  }
+
+  /** @internal A test seam: runs SQL on the transport's own connection, in the delivery worker. */
+  queueExec(sql: string): Promise<void> {
+    return this.holdingProcess(() => this.worker.request<void>({ op: 'exec', tid: this.tid, sql }));
   }
 
   /** `logger.end()` ends the transport stream: ship and close before 'finish'. */

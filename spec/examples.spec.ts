@@ -64,7 +64,7 @@ describe('examples', () => {
     const down = run('short-lived-job.mjs', { VECTOR_URL: r.url, DEADLINE_MS: '1500', QUEUE_DB: queue });
     assert.equal(await down.exited, 0, down.io.stderr);
     assert.ok(Date.now() - started < 10_000, 'the deadline bounds the exit');
-    assert.match(down.io.stdout, /^nothing delivered in \d+ ms \(.*ECONNREFUSED.*\); 27 records left for the next run/);
+    assert.match(down.io.stdout, /^nothing delivered in \d+ ms( \(.*ECONNREFUSED.*\))?; 27 records left for the next run/);
 
     await r.start();
     const up = run('short-lived-job.mjs', { VECTOR_URL: r.url, DEADLINE_MS: '5000', QUEUE_DB: queue });

@@ -246,15 +246,14 @@ describe('faults', () => {
     const logger = winston.createLogger({ transports: [t] });
     logger.info('before');
     await t.flush();
-    const queue = (await (t as unknown as { runtime: Promise<{ queue: { conn: { exec(s: string): Promise<void> } } }> }).runtime).queue;
-    await queue.conn.exec('PRAGMA max_page_count = 30');
+    await t.queueExec('PRAGMA max_page_count = 30');
     for (let i = 0; i < 3000; i++) logger.info(`full:${i}`, { pad: 'z'.repeat(200) });
     await t.flush();
     const stats = await t.stats();
     const dropped = stats.dropped['disk-full'] ?? 0;
     assert.ok(dropped > 0, 'records were dropped for the full disk');
     assert.ok(t.warnings.some((w) => /dropped \(disk-full\)/.test(w.message)));
-    await queue.conn.exec('PRAGMA max_page_count = 1073741823');
+    await t.queueExec('PRAGMA max_page_count = 1073741823');
     logger.info('after');
     await r.start();
     const result = await t.flush();

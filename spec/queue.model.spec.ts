@@ -71,10 +71,13 @@ class Append implements Cmd {
     r.drops = [];
     await r.queues.A.append(bodies);
     const rows = bodies.map((body) => ({ body, createdAt: m.now, owner: null, leaseUntil: 0 }) as Row);
-    // drop-oldest: the oldest records go first, then (a burst larger than the bound) the oldest of the burst.
+    // drop-oldest: the oldest records go first, but never one under a lease (it is in a request,
+    // which decides its fate), then (a burst larger than the bound) the oldest of the burst.
     let dropped = r.drops.filter(([reason]) => reason === 'queue-full').reduce((n, [, c]) => n + c, 0);
-    const fromQueue = Math.min(dropped, m.rows.length);
-    m.rows.splice(0, fromQueue);
+    const free = m.rows.filter((row) => claimable(m, row));
+    const fromQueue = Math.min(dropped, free.length);
+    const gone = new Set(free.slice(0, fromQueue));
+    m.rows = m.rows.filter((row) => !gone.has(row));
     dropped -= fromQueue;
     m.rows.push(...rows.slice(dropped));
     await check(m, r);

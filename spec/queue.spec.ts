@@ -96,7 +96,7 @@ describe('SqliteQueue', () => {
     const ids = (await queue.claim(10)).map((r) => r.id);
     await queue.release(ids.slice(6, 8)); // no longer held: an ack of these deletes nothing
     const deletes: string[] = [];
-    const conn = (queue as unknown as { conn: { run: (sql: string) => unknown; all: (sql: string) => unknown } }).conn;
+    const conn = queue.connection as unknown as { run: (sql: string) => unknown; all: (sql: string) => unknown };
     for (const m of ['run', 'all'] as const) {
       const original = conn[m].bind(conn);
       conn[m] = (sql: string, ...rest: unknown[]) => {
@@ -309,7 +309,7 @@ describe('SqliteQueue', () => {
     it('a full disk (SQLite page limit) never fails the write; drops are counted; it recovers', async () => {
       for (const overflow of ['drop-oldest', 'drop-newest'] as const) {
         const { queue, drops } = await bounded({ overflow, maxQueueBytes: 1024 * 1024 * 1024 });
-        const conn = (queue as unknown as { conn: { exec(sql: string): Promise<void> } }).conn;
+        const conn = queue.connection;
         await queue.append([payload(0)]);
         await conn.exec('PRAGMA max_page_count = 40');
         let appended = 1;

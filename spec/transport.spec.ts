@@ -2,9 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import winston from 'winston';
-import type { RecordBatch } from '../lib/batch';
 import { VectorTransport } from '../lib/index';
-import { SqliteQueue } from '../lib/queue';
 import { Connection } from '../lib/sqlite';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
 import type { VectorReceiver } from './support/vector-receiver';
@@ -13,20 +11,16 @@ function loggerWith(t: VectorTransport, level = 'silly') {
   return winston.createLogger({ level, transports: [t] });
 }
 
-/** The sizes of the queue's commits (appends) while `log` logs through a logger on `t` and they settle. */
+/** The sizes of the transport's commits while `log` logs through a logger on `t` and they settle. */
 async function commitSizes(t: VectorTransport, log: (logger: winston.Logger) => void): Promise<number[]> {
-  const proto = SqliteQueue.prototype;
-  const append = proto.append;
   const sizes: number[] = [];
-  proto.append = function (this: SqliteQueue, records: RecordBatch | readonly string[]) {
-    sizes.push(records.length);
-    return append.call(this, records);
-  };
+  const count = (rows: number) => sizes.push(rows);
+  t.on('commit', count);
   try {
     log(loggerWith(t));
     await t.committed();
   } finally {
-    proto.append = append;
+    t.off('commit', count);
   }
   return sizes;
 }
@@ -80,11 +74,12 @@ describe('VectorTransport through a winston logger', () => {
   it('committed() resolves once what was logged is in the queue file; flush() reports delivered and pending', async () => {
     const r = await receiver();
     await r.stop();
-    const t = transport(r.url, { maxRetries: 1 });
+    const dbPath = join(tempDir(), 'q.db');
+    const t = transport(r.url, { maxRetries: 1, dbPath });
     await new Promise<void>((resolve) => t.log({ level: 'info', message: 'one' }, resolve));
     await t.committed();
-    // Read by a connection of its own: the row is in the file, not only in this process.
-    const other = await Connection.open((t as unknown as { config: { dbPath: string } }).config.dbPath, 1000, false);
+    // Read by a connection of its own: the row is in the file, not only the process's.
+    const other = await Connection.open(dbPath, 1000, false);
     assert.deepEqual(await other.all('SELECT json_extract(body, "$.message") AS m FROM records'), [{ m: 'one' }]);
     await other.close();
     assert.equal(await t.pendingCount(), 1);
@@ -406,7 +401,7 @@ describe('VectorTransport through a winston logger', () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 100 });
     const logger = loggerWith(t);
-    const inBurst = () => (t as unknown as { inBurst(): boolean }).inBurst();
+    const inBurst = () => t.inBurst();
     for (let i = 0; i < 999; i++) logger.info(`calm${i}`);
     assert.equal(inBurst(), false, '999 waiting');
     logger.info('calm999');

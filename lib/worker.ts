@@ -1,0 +1,226 @@
+/**
+ * The delivery worker: one thread per process (started by lib/delivery.ts) that owns every
+ * transport's SQLite connection, scheduler and shipper, so the application's main thread does only
+ * what must happen there (winston's call, building the record, handing its bytes over).
+ *
+ * Each transport is a `tid`. Messages from the main thread: `open` (the file, the options, the
+ * burst flags), `append` (a batch of records to commit), `flush`, `pending`, `stats`, `close`,
+ * `exec` (a test seam). Every request with an `id` gets one `reply`. Unasked: `opened`,
+ * `open-failed`, `foreign`, `warn`, `drop`, `recovered`, `restored`.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { RecordBatch } from './batch';
+import type { FromWorker, ToWorker, WireCause } from './delivery';
+import type { VectorDeliveryError } from './errors';
+import { LevelTable } from './levels';
+import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from './options';
+import { ForeignFileError, SqliteQueue } from './queue';
+import { buildRecord, type RecordContext } from './record';
+import { Scheduler } from './scheduler';
+import { HttpShipper } from './shipper';
+import { guardStatements } from './sqlite';
+import { claimSpills } from './spill';
+
+/** Backoff between attempts to open the queue file, in ms. */
+const OPEN_RETRY_BASE_MS = 250;
+const OPEN_RETRY_MAX_MS = 30_000;
+
+/** A commit of this many records or more means the logger is in a burst. */
+const BURST_ROWS = 1000;
+
+interface Runtime {
+  readonly queue: SqliteQueue;
+  readonly scheduler: Scheduler;
+}
+
+interface Transport {
+  readonly config: ResolvedOptions;
+  /** Shared with the main thread: [records waiting, records in the commit, last committed seq]. */
+  readonly flags: Int32Array;
+  readonly shipper: HttpShipper;
+  readonly runtime: Promise<Runtime | undefined>;
+  closeRequested: boolean;
+  wakeOpen?: () => void;
+  closed: boolean;
+}
+
+guardStatements((workerData as { control: Int32Array }).control);
+
+const port = parentPort!;
+const transports = new Map<number, Transport>();
+
+const post = (message: FromWorker) => port.postMessage(message);
+
+function wire(cause: unknown): WireCause | undefined {
+  if (cause === undefined) return undefined;
+  if (cause instanceof Error) return { name: cause.name, message: cause.message, code: (cause as { code?: unknown }).code as string | undefined };
+  return { name: 'Error', message: String(cause) };
+}
+
+/** The record shipped downstream in place of dropped ones. */
+function noticeOf(config: ResolvedOptions, ctx: RecordContext, count: number, reason: string): string {
+  return buildRecord({ level: 'warning', message: `${count} records dropped: ${reason}`, dropped: count, reason, overflow: config.overflow }, ctx);
+}
+
+function backoff(t: Transport, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    t.wakeOpen = done;
+    function done() {
+      clearTimeout(timer);
+      t.wakeOpen = undefined;
+      resolve();
+    }
+  });
+}
+
+/**
+ * Opens the queue file. A failure that can pass (the file busy past the busy timeout, full,
+ * failing, unreadable) is retried with backoff and told to the main thread, which holds records in
+ * memory meanwhile. Only a file that is not a queue is final.
+ */
+async function open(tid: number, t: Transport, file: string, ctx: RecordContext, burst: Int32Array): Promise<Runtime | undefined> {
+  const c = t.config;
+  for (let attempt = 0; ; attempt++) {
+    if (t.closeRequested) {
+      post({ op: 'not-opened', tid });
+      return undefined;
+    }
+    let queue: SqliteQueue | undefined;
+    try {
+      queue = await SqliteQueue.open(file, {
+        leaseMs: c.leaseTimeout,
+        synchronous: c.synchronous,
+        busyTimeout: 10_000,
+        maxQueueBytes: c.maxQueueBytes,
+        overflow: c.overflow,
+        maxAge: c.maxAge,
+        maxDeadLetters: c.maxDeadLetters,
+        destination: c.destination,
+        onWarn: (message, cause) => post({ op: 'warn', tid, warning: { kind: 'queue', message, cause: wire(cause) } }),
+        onDrop: (reason, count) => post({ op: 'drop', tid, reason, count }),
+        notice: (count, reason) => noticeOf(c, ctx, count, reason),
+      });
+      // What processes wrote out at their exit, before anything this transport logs: the main
+      // thread's first commit waits for `opened`.
+      for (const spill of claimSpills(file)) {
+        if (spill.rows.length > 0) await queue.restore(spill.rows, spill.destination);
+        spill.done();
+        post({ op: 'restored', tid, rows: spill.rows.length, maybeCommitted: spill.maybeCommitted, damaged: spill.damaged });
+      }
+      const scheduler = new Scheduler(
+        queue,
+        t.shipper,
+        { ...c, burst: () => Atomics.load(burst, 0) >= BURST_ROWS || Atomics.load(burst, 1) >= BURST_ROWS },
+        (err: VectorDeliveryError) =>
+          post({ op: 'warn', tid, warning: { kind: 'delivery', message: err.message, status: err.status, action: err.action, records: err.records, cause: wire(err.cause) } }),
+        () => post({ op: 'recovered', tid }),
+      );
+      scheduler.start();
+      post({ op: 'opened', tid, afterFailures: attempt > 0 });
+      return { queue, scheduler };
+    } catch (err) {
+      await queue?.close().catch(() => undefined);
+      const message = `cannot open the queue file ${JSON.stringify(file)}: ${(err as Error).message}`;
+      if (err instanceof ForeignFileError) {
+        post({ op: 'foreign', tid, message, cause: wire(err) });
+        return undefined;
+      }
+      post({ op: 'open-failed', tid, message, first: attempt === 0, cause: wire(err) });
+      await backoff(t, Math.min(OPEN_RETRY_MAX_MS, OPEN_RETRY_BASE_MS * 2 ** Math.min(attempt, 10)));
+    }
+  }
+}
+
+async function handle(m: ToWorker): Promise<unknown> {
+  if (m.op === 'open') {
+    let config: ResolvedOptions;
+    try {
+      config = resolveOptions(m.options as unknown as VectorTransportOptions);
+    } catch (err) {
+      // The main thread checked these options already: only a bug gets here. Said, and final.
+      post({ op: 'foreign', tid: m.tid, message: `the delivery worker refused the options: ${(err as Error).message}`, cause: wire(err) });
+      return undefined;
+    }
+    const ctx: RecordContext = {
+      project: config.project,
+      table: config.table,
+      extraFields: config.extraFields,
+      idField: config.idField,
+      maxRecordBytes: config.maxRecordBytes,
+      levels: new LevelTable(undefined, config.levelNumbers),
+    };
+    const t: Transport = { flags: new Int32Array(3), config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
+    const flags = new Int32Array(m.burst);
+    (t as { runtime: Promise<Runtime | undefined> }).runtime = open(m.tid, t, m.file, ctx, flags);
+    (t as { flags: Int32Array }).flags = flags;
+    transports.set(m.tid, t);
+    return undefined;
+  }
+  const t = transports.get(m.tid);
+  if (!t) throw new Error('this transport is not open in the delivery worker');
+  switch (m.op) {
+    case 'stop-opening':
+      t.closeRequested = true;
+      t.wakeOpen?.();
+      return undefined;
+    case 'append': {
+      const rt = await t.runtime;
+      if (!rt || t.closed) throw new Error('the queue is not open');
+      const batch = RecordBatch.fromShared(m.batch);
+      // Told in the statement's own callback: at an exit, the main thread knows this batch is in.
+      await rt.queue.append(batch, () => Atomics.store(t.flags, 2, m.seq));
+      rt.scheduler.notify(batch.length);
+      return undefined;
+    }
+    case 'flush': {
+      const rt = await t.runtime;
+      if (!rt || t.closed) return { delivered: 0, pending: rt ? await rt.queue.pendingCount().catch(() => 0) : 0 };
+      const before = rt.scheduler.stats.delivered;
+      await rt.scheduler.flush();
+      return { delivered: rt.scheduler.stats.delivered - before, pending: await rt.queue.pendingCount() };
+    }
+    case 'pending': {
+      const rt = await t.runtime;
+      return rt && !t.closed ? rt.queue.pendingCount() : 0;
+    }
+    case 'stats': {
+      const rt = await t.runtime;
+      const queue = rt && !t.closed ? await rt.queue.stats() : undefined;
+      return { queue, delivery: rt?.scheduler.stats };
+    }
+    case 'exec': {
+      const rt = await t.runtime;
+      if (!rt) throw new Error('the queue is not open');
+      await rt.queue.connection.exec(m.sql);
+      return undefined;
+    }
+    case 'close': {
+      t.closeRequested = true;
+      t.wakeOpen?.();
+      const rt = await t.runtime;
+      try {
+        if (rt && !t.closed) {
+          await rt.scheduler.close(m.timeout);
+          await rt.queue.close();
+        }
+      } finally {
+        t.closed = true;
+        t.shipper.close();
+        transports.delete(m.tid);
+      }
+      return undefined;
+    }
+  }
+}
+
+port.on('message', (m: ToWorker) => {
+  handle(m).then(
+    (value) => {
+      if ('id' in m && m.id !== undefined) post({ op: 'reply', id: m.id, value });
+    },
+    (err: unknown) => {
+      if ('id' in m && m.id !== undefined) post({ op: 'reply', id: m.id, error: wire(err) ?? { name: 'Error', message: 'failed' } });
+    },
+  );
+});
