@@ -14,7 +14,6 @@ import { join } from 'node:path';
 import zlib from 'node:zlib';
 import winston from 'winston';
 import { VectorTransport } from '../dist/index.js';
-import { SqliteQueue } from '../dist/queue.js';
 import { MESSAGE, record } from './workload';
 
 const SECONDS = 3;
@@ -40,13 +39,10 @@ async function run(rate: number): Promise<void> {
   const port = await new Promise<number>((resolve) => receiver.once('message', (m: { port: number }) => resolve(m.port)));
   const received = new Promise<number>((resolve) => receiver.on('message', (m: { done?: number }) => m.done && resolve(m.done)));
   const sizes: number[] = [];
-  const append = SqliteQueue.prototype.append;
-  SqliteQueue.prototype.append = function (bodies: string[]) {
-    sizes.push(bodies.length);
-    return append.call(this, bodies);
-  };
   const dir = mkdtempSync(join(tmpdir(), 'wv-steady-'));
   const transport = new VectorTransport({ vectorUrl: `http://127.0.0.1:${port}/`, project: 'bench', table: 'steady', dbPath: join(dir, 'q.db') });
+  // Each commit's size, as the transport tells it (the commits run in its delivery worker).
+  transport.on('commit', (rows: number) => sizes.push(rows));
   const logger = winston.createLogger({ transports: [transport] });
   const start = Date.now();
   let i = 0;
@@ -65,7 +61,6 @@ async function run(rate: number): Promise<void> {
   // The last partial batch would otherwise wait for `flushInterval`: this measures the backlog only.
   void transport.flush();
   const done = await received;
-  SqliteQueue.prototype.append = append;
   await transport.close();
   receiver.send('exit');
   rmSync(dir, { recursive: true, force: true });
