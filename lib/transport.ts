@@ -189,6 +189,17 @@ export class VectorTransport extends TransportStream {
       handleRejections: options.handleRejections,
     });
     this.config = config;
+    // What the delivery worker gets (it resolves the options again): plain data only.
+    const crossing: Record<string, unknown> = { extraFields: toJson(config.extraFields) };
+    for (const [key, value] of Object.entries(options)) {
+      if (LOCAL_ONLY.has(key) || value === undefined) continue;
+      try {
+        structuredClone(value);
+      } catch (err) {
+        throw new TypeError(`\`${key}\` must be plain data (strings, numbers, Buffers) to reach the delivery worker: ${(err as Error).message}`);
+      }
+      crossing[key] = value;
+    }
     const { file, warnings } = prepareDatabaseFile(this.config.dbPath);
     this.file = file;
     // After construction, so a listener attached right after `new` sees them.
@@ -204,8 +215,6 @@ export class VectorTransport extends TransportStream {
     this.worker = worker;
     this.tid = tid;
     worker.register(tid, (m) => this.fromWorker(m));
-    const crossing: Record<string, unknown> = { extraFields: this.extraFields };
-    for (const [key, value] of Object.entries(options)) if (!LOCAL_ONLY.has(key) && value !== undefined) crossing[key] = value;
     worker.send({ op: 'open', tid, file, options: crossing, burst: this.burstFlags.buffer as SharedArrayBuffer });
     // After winston-transport's own 'pipe' listener, which takes the logger's levels.
     this.once('pipe', (source: { levels?: Record<string, number> }) => {

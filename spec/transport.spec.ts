@@ -433,6 +433,14 @@ describe('VectorTransport through a winston logger', () => {
     await deliveredInOrder(t, r, 'held', 2000);
   });
 
+  it('refuses, at construction, an option the delivery worker cannot receive (a function inside tls)', () => {
+    const dbPath = join(tempDir(), 'q.db');
+    assert.throws(
+      () => new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', dbPath, tls: { checkServerIdentity: () => undefined } as never }),
+      (err: Error) => err instanceof TypeError && /`tls` must be plain data/.test(err.message),
+    );
+  });
+
   it('never keeps the process alive by itself', async () => {
     const { spawnSync } = await import('node:child_process');
     const dir = tempDir();
