@@ -9,6 +9,9 @@ import { Worker } from 'node:worker_threads';
 import type { SharedBatch } from './batch';
 import type { DeliveryAction } from './errors';
 
+/** A commit of this many records or more (waiting, or under way) means the logger is in a burst: the worker's requests wait for it. */
+export const BURST_ROWS = 1000;
+
 /** A cause, as it crosses to the main thread (an Error does not keep its class across). */
 export interface WireCause {
   readonly name: string;

@@ -189,6 +189,11 @@ export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, n
   return truncate(asObject(parts, ctx), ctx.maxRecordBytes, bytes);
 }
 
+/** The record shipped downstream in place of dropped ones ("N records dropped: reason"), so the gap shows where logs are read. */
+export function noticeRecord(count: number, reason: string, overflow: string, ctx: RecordContext): string {
+  return buildRecord({ level: 'warning', message: `${count} records dropped: ${reason}`, dropped: count, reason, overflow }, ctx);
+}
+
 const MARK = '…[truncated]';
 const MARK_BYTES = Buffer.byteLength(MARK);
 

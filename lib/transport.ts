@@ -1,11 +1,11 @@
 import TransportStream from 'winston-transport';
 import { BatchWriter, RecordBatch } from './batch';
-import { type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from './delivery';
+import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from './delivery';
 import { VectorDeliveryError, VectorQueueError } from './errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { prepareDatabaseFile } from './queue';
-import { buildRecord, type RecordContext } from './record';
+import { buildRecord, noticeRecord, type RecordContext } from './record';
 import type { DeliveryStats } from './scheduler';
 import { toJson } from './serialize';
 import { writeSpill } from './spill';
@@ -69,8 +69,6 @@ const EXIT_SHIP_MS = 2000;
 /** Batches with the delivery worker at once (see `commitLoop`). */
 const MAX_FLIGHTS = 2;
 
-/** A commit of this many records or more means the logger is in a burst (see `inBurst`). */
-const BURST_ROWS = 1000;
 
 /** What `flush()` answers. */
 export interface FlushResult {
@@ -189,8 +187,9 @@ export class VectorTransport extends TransportStream {
       handleRejections: options.handleRejections,
     });
     this.config = config;
+    this.extraFields = toJson(config.extraFields) as Record<string, unknown>;
     // What the delivery worker gets (it resolves the options again): plain data only.
-    const crossing: Record<string, unknown> = { extraFields: toJson(config.extraFields) };
+    const crossing: Record<string, unknown> = { extraFields: this.extraFields };
     for (const [key, value] of Object.entries(options)) {
       if (LOCAL_ONLY.has(key) || value === undefined) continue;
       try {
@@ -209,7 +208,6 @@ export class VectorTransport extends TransportStream {
       exitHooked = true;
       process.on('exit', onExit);
     }
-    this.extraFields = toJson(this.config.extraFields) as Record<string, unknown>;
     this.runtime = new Promise<boolean>((resolve) => (this.settleRuntime = resolve));
     const { worker, tid } = deliveryWorker();
     this.worker = worker;
@@ -467,7 +465,7 @@ export class VectorTransport extends TransportStream {
       if (rt && !this.queueClosed && lost > this.noticedUnavailable) {
         const count = lost - this.noticedUnavailable;
         this.noticedUnavailable = lost;
-        this.launch(RecordBatch.of([this.notice(count, 'queue-unavailable')]), [], false);
+        this.launch(RecordBatch.of([noticeRecord(count, 'queue-unavailable', this.config.overflow, this.context())]), [], false);
       }
       while (this.uncommitted.length > 0 || this.flights.length > 0) {
         if (this.uncommitted.length === 0 || this.flights.length >= MAX_FLIGHTS) {
@@ -602,14 +600,6 @@ export class VectorTransport extends TransportStream {
     if (this.shown.size === 0 || this.heard()) return;
     this.shown.clear();
     process.emitWarning(`delivery resumed: records reach ${this.config.url} again`, { type: 'VectorTransportWarning', code: 'WINSTON_VECTOR_RESUMED' });
-  }
-
-  /** The record shipped downstream in place of dropped ones, so the gap shows where logs are read. */
-  private notice(count: number, reason: string): string {
-    return buildRecord(
-      { level: 'warning', message: `${count} records dropped: ${reason}`, dropped: count, reason, overflow: this.config.overflow },
-      this.context(),
-    );
   }
 
   /**

@@ -10,12 +10,12 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatch } from './batch';
-import type { FromWorker, ToWorker, WireCause } from './delivery';
+import { BURST_ROWS, type FromWorker, type ToWorker, type WireCause } from './delivery';
 import type { VectorDeliveryError } from './errors';
 import { LevelTable } from './levels';
 import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from './options';
 import { ForeignFileError, SqliteQueue } from './queue';
-import { buildRecord, type RecordContext } from './record';
+import { noticeRecord, type RecordContext } from './record';
 import { Scheduler } from './scheduler';
 import { HttpShipper } from './shipper';
 import { guardStatements } from './sqlite';
@@ -24,9 +24,6 @@ import { claimSpills } from './spill';
 /** Backoff between attempts to open the queue file, in ms. */
 const OPEN_RETRY_BASE_MS = 250;
 const OPEN_RETRY_MAX_MS = 30_000;
-
-/** A commit of this many records or more means the logger is in a burst. */
-const BURST_ROWS = 1000;
 
 interface Runtime {
   readonly queue: SqliteQueue;
@@ -55,11 +52,6 @@ function wire(cause: unknown): WireCause | undefined {
   if (cause === undefined) return undefined;
   if (cause instanceof Error) return { name: cause.name, message: cause.message, code: (cause as { code?: unknown }).code as string | undefined };
   return { name: 'Error', message: String(cause) };
-}
-
-/** The record shipped downstream in place of dropped ones. */
-function noticeOf(config: ResolvedOptions, ctx: RecordContext, count: number, reason: string): string {
-  return buildRecord({ level: 'warning', message: `${count} records dropped: ${reason}`, dropped: count, reason, overflow: config.overflow }, ctx);
 }
 
 function backoff(t: Transport, ms: number): Promise<void> {
@@ -99,7 +91,7 @@ async function open(tid: number, t: Transport, file: string, ctx: RecordContext,
         destination: c.destination,
         onWarn: (message, cause) => post({ op: 'warn', tid, warning: { kind: 'queue', message, cause: wire(cause) } }),
         onDrop: (reason, count) => post({ op: 'drop', tid, reason, count }),
-        notice: (count, reason) => noticeOf(c, ctx, count, reason),
+        notice: (count, reason) => noticeRecord(count, reason, c.overflow, ctx),
       });
       // What processes wrote out at their exit, before anything this transport logs: the main
       // thread's first commit waits for `opened`.
@@ -150,10 +142,9 @@ async function handle(m: ToWorker): Promise<unknown> {
       maxRecordBytes: config.maxRecordBytes,
       levels: new LevelTable(undefined, config.levelNumbers),
     };
-    const t: Transport = { flags: new Int32Array(3), config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
     const flags = new Int32Array(m.burst);
+    const t: Transport = { flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
     (t as { runtime: Promise<Runtime | undefined> }).runtime = open(m.tid, t, m.file, ctx, flags);
-    (t as { flags: Int32Array }).flags = flags;
     transports.set(m.tid, t);
     return undefined;
   }
