@@ -114,8 +114,8 @@ interface WorkerStats {
   readonly delivery: DeliveryStats | undefined;
 }
 
-/** Options the worker resolves again: what can cross threads (no functions), and the record's own. */
-const LOCAL_ONLY = new Set(['format', 'level', 'silent', 'handleExceptions', 'handleRejections', 'log', 'logv', 'close', 'extraFields']);
+/** Options that stay on the main thread (winston's own, and extraFields, sent already made safe). */
+const LOCAL_ONLY = new Set(['format', 'level', 'silent', 'handleExceptions', 'handleRejections', 'extraFields']);
 
 type WriteChunk = { chunk: Record<string, unknown> };
 

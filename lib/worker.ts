@@ -35,7 +35,8 @@ interface Transport {
   /** Shared with the main thread: [records waiting, records in the commit, last committed seq]. */
   readonly flags: Int32Array;
   readonly shipper: HttpShipper;
-  readonly runtime: Promise<Runtime | undefined>;
+  /** The open, retried until it succeeds, is given up (close), or meets a file that is not a queue. */
+  runtime: Promise<Runtime | undefined>;
   closeRequested: boolean;
   wakeOpen?: () => void;
   closed: boolean;
@@ -144,7 +145,7 @@ async function handle(m: ToWorker): Promise<unknown> {
     };
     const flags = new Int32Array(m.burst);
     const t: Transport = { flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
-    (t as { runtime: Promise<Runtime | undefined> }).runtime = open(m.tid, t, m.file, ctx, flags);
+    t.runtime = open(m.tid, t, m.file, ctx, flags);
     transports.set(m.tid, t);
     return undefined;
   }
