@@ -1,6 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import type { LevelInfo, LevelTable } from './levels';
-import { isPlainJson, readField as read, renderMessage, safeString, toJson, wellFormed } from './serialize';
+import {
+  endPlainBudget,
+  isPlainJson,
+  MAX_DEPTH,
+  plainBudgetSpent,
+  readField as read,
+  renderMessage,
+  safeString,
+  startPlainBudget,
+  toJson,
+  wellFormed,
+} from './serialize';
 
 /** What every record of one transport shares. */
 export interface RecordContext {
@@ -39,8 +50,8 @@ interface Parts {
   readonly timestamp: string;
   readonly level: LevelInfo;
   readonly message: string;
-  /** The `extra` object (own keys of the info but the record's own fields), or undefined when empty. */
-  readonly extra: Record<string, unknown> | undefined;
+  /** `extra` as JSON object text (own keys of the info but the record's own fields), or undefined when empty. */
+  readonly extra: string | undefined;
   readonly exception: string | undefined;
   readonly id: string | undefined;
 }
@@ -58,30 +69,172 @@ function errorText(e: Error): string {
   return safeString(e.stack ?? `${e.name}: ${e.message}`);
 }
 
-function collect(info: Record<string, unknown>, ctx: RecordContext, now: number): Parts {
-  let keys: string[];
-  try {
-    keys = Object.keys(info);
-  } catch {
-    keys = [];
+/** What `extra` is made of: its JSON text, and the first Error among the info's own values. */
+export interface ExtraText {
+  readonly text: string | undefined;
+  readonly firstError: Error | undefined;
+}
+
+const isPlainContainer = (value: object): boolean => {
+  if (Array.isArray(value)) return true;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+};
+
+/** What a value cut by truncation keeps at least, in bytes: the smallest cut is the budget (less a character). */
+const budgetOf = (max: number): number => Math.max(256, Math.floor(max / 8));
+
+/**
+ * `extra` in one `JSON.stringify` of the info itself, with a replacer that leaves out the record's
+ * own fields and hands every value that is not plain data to `toJson`: no copy of the info is made,
+ * which is what a record with 100k keys costs most. The text is the one `extraCareful` writes, but
+ * for a record that is surely over `max` bytes: what truncation would throw away is not written
+ * (top-level keys after those that already fill `max` even cut down, and the members of one value
+ * after its first `max` characters, since a value that long is cut below that).
+ * Returns undefined when the info needs the careful path: anything that throws while it is written
+ * (a getter, a Proxy trap, a cycle in plain data), or an info with its own `toJSON`.
+ */
+export function extraFast(info: Record<string, unknown>, max = Number.POSITIVE_INFINITY): ExtraText | undefined {
+  let firstError: Error | undefined;
+  /** Depth of each plain container being written (the info is 0); one from `toJson` is absent: already safe. */
+  const depths = new Map<object, number>();
+  let root = true;
+  const least = budgetOf(max) - 8;
+  /** A lower bound of the characters written so far (each at least a byte), toJson's output not counted. */
+  let written = 0;
+  /** `written` where the current top-level value began, or -1; and what its key and comma take. */
+  let start = -1;
+  let keyBytes = 0;
+  /** A lower bound of what the top-level entries already written keep after any cut. */
+  let kept = 0;
+  const close = (): void => {
+    if (start !== -1) kept += keyBytes + Math.min(written - start, least);
+    start = -1;
+  };
+  function replacer(this: unknown, key: string, value: unknown): unknown {
+    if (root) {
+      root = false;
+      depths.set(info, 0);
+      return value;
+    }
+    const holderDepth = depths.get(this as object);
+    if (holderDepth === undefined) return value; // inside what toJson made
+    if (holderDepth === 0) {
+      if (OWN_KEYS.has(key)) return undefined;
+      close();
+      // Truncation keeps a prefix of the keys: these are past what fits.
+      if (kept > max) return undefined;
+    } else if (start !== -1 && written - start > max) {
+      return undefined; // past what the cut of this top-level value keeps
+    }
+    const out = replace(this, key, value, holderDepth + 1);
+    if (out === undefined || typeof out === 'function' || typeof out === 'symbol') return out;
+    const member = !Array.isArray(this);
+    if (member) written += key.length + 3;
+    if (holderDepth === 0 && key !== '_truncated') {
+      start = written;
+      keyBytes = key.length + 4;
+    }
+    switch (typeof out) {
+      case 'string':
+        written += out.length + 2;
+        break;
+      case 'object':
+        written += 2;
+        break;
+      default:
+        written += 1;
+    }
+    return out;
   }
+  function replace(holder: unknown, key: string, value: unknown, depth: number): unknown {
+    switch (typeof value) {
+      case 'string':
+      case 'number':
+      case 'boolean':
+      case 'undefined':
+      case 'function':
+      case 'symbol':
+        // JSON writes null for a non-finite number and leaves the rest out (null in an array), as toJson does.
+        return value;
+      case 'bigint':
+        return value.toString();
+    }
+    if (value === null) return null;
+    const obj = value as object;
+    // JSON.stringify has already called a toJSON (a Date, a Buffer): then the value read is not the one held.
+    const held: unknown = (holder as Record<string, unknown>)[key];
+    if (depth === 1 && firstError === undefined && isError(held)) firstError = held;
+    if (held === obj && isPlainContainer(obj)) {
+      if (depth >= MAX_DEPTH) return Array.isArray(obj) ? '[Array]' : '[Object]';
+      depths.set(obj, depth);
+      return obj;
+    }
+    return toJson(held, depth);
+  }
+  try {
+    if (typeof info.toJSON === 'function') return undefined;
+    const text = JSON.stringify(info, replacer);
+    return { text: text === '{}' ? undefined : text, firstError };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `extra` read key by key, every read guarded, plain values written as they are and the rest made
+ * safe by `toJson`. Returns undefined when `nodes` is given and the values hold more members than
+ * that: `isPlainJson` stops looking, and `extraFast` is the better way for that many.
+ */
+export function extraCareful(info: Record<string, unknown>, keys = keysOf(info), nodes = Number.POSITIVE_INFINITY): ExtraText | undefined {
   let extra: Record<string, unknown> | undefined;
   let firstError: Error | undefined;
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i]!;
-    if (OWN_KEYS.has(key)) continue;
-    const value = read(info, key);
-    // Plain data is written as it is; only the rest is copied (and made safe) by toJson.
-    let j: unknown = value;
-    if (!isPlainJson(value, 1)) {
-      if (firstError === undefined && isError(value)) firstError = value;
-      j = toJson(value, 1);
-      if (j === undefined) continue;
+  startPlainBudget(nodes);
+  try {
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      if (OWN_KEYS.has(key)) continue;
+      const value = read(info, key);
+      // Plain data is written as it is; only the rest is copied (and made safe) by toJson.
+      let j: unknown = value;
+      if (!isPlainJson(value, 1)) {
+        if (plainBudgetSpent()) return undefined;
+        if (firstError === undefined && isError(value)) firstError = value;
+        j = toJson(value, 1);
+        if (j === undefined) continue;
+      }
+      extra ??= {};
+      if (key === '__proto__') Object.defineProperty(extra, key, { value: j, enumerable: true, writable: true, configurable: true });
+      else extra[key] = j;
     }
-    extra ??= {};
-    if (key === '__proto__') Object.defineProperty(extra, key, { value: j, enumerable: true, writable: true, configurable: true });
-    else extra[key] = j;
+  } finally {
+    endPlainBudget();
   }
+  return { text: extra === undefined ? undefined : JSON.stringify(extra), firstError };
+}
+
+function keysOf(info: Record<string, unknown>): string[] {
+  try {
+    return Object.keys(info);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Records with more keys or members than this are written in one pass (`extraFast`): for them the
+ * copy the careful path makes costs most; below it the careful path is the faster.
+ */
+const WIDE = 1000;
+
+function extraOf(info: Record<string, unknown>, max: number): ExtraText {
+  const keys = keysOf(info);
+  const careful = keys.length > WIDE ? undefined : extraCareful(info, keys, WIDE);
+  return careful ?? extraFast(info, max) ?? extraCareful(info, keys)!;
+}
+
+function collect(info: Record<string, unknown>, ctx: RecordContext, now: number): Parts {
+  const { text, firstError } = extraOf(info, ctx.maxRecordBytes);
   let exception: string | undefined;
   try {
     // The info's own stack (winston's errors format), the info as an Error, or the first Error in it.
@@ -96,7 +249,7 @@ function collect(info: Record<string, unknown>, ctx: RecordContext, now: number)
     timestamp: timestampOf(read(info, 'timestamp'), now),
     level: ctx.levels.get(read(info, 'level')),
     message: renderMessage(read(info, 'message')),
-    extra,
+    extra: text,
     exception,
     id: ctx.idField === undefined ? undefined : randomUUID(),
   };
@@ -120,52 +273,47 @@ function fragmentsOf(ctx: RecordContext): { projectTable: string; tail: string; 
   return f;
 }
 
-/**
- * The record as JSON text, written piece by piece: the same text as `JSON.stringify(asObject())`,
- * without building the object.
- */
-function asText(p: Parts, ctx: RecordContext): string {
-  const f = fragmentsOf(ctx);
+/** The record's JSON text up to its message (`{"timestamp":…,"message":`). */
+function headOf(p: Parts): string {
   let level = levelFragments.get(p.level);
   if (level === undefined) {
     level = `"level":${JSON.stringify(p.level.name.toWellFormed())},"level_num":${JSON.stringify(p.level.num)}`;
     levelFragments.set(p.level, level);
   }
-  let text = `{"timestamp":"${p.timestamp}",${level},"message":${JSON.stringify(p.message)}${f.projectTable}`;
-  // One JSON.stringify for the whole `extra`: the values are plain data by now.
-  if (p.extra !== undefined) text += `,"extra":${JSON.stringify(p.extra)}`;
-  if (p.exception !== undefined) text += `,"exception":${JSON.stringify(p.exception)}`;
+  return `{"timestamp":"${p.timestamp}",${level},"message":`;
+}
+
+/**
+ * The record as JSON text, written piece by piece from JSON texts of its parts (`message` and
+ * `exception` as JSON strings, `extra` as a JSON object): the same text as `JSON.stringify` of the
+ * record object, without building it.
+ */
+function assemble(p: Parts, ctx: RecordContext, message: string, extra: string | undefined, exception: string | undefined): string {
+  const f = fragmentsOf(ctx);
+  let text = `${headOf(p)}${message}${f.projectTable}`;
+  if (extra !== undefined) text += `,"extra":${extra}`;
+  if (exception !== undefined) text += `,"exception":${exception}`;
   if (p.id !== undefined) text += `${f.idKey}"${p.id}"`;
   return `${text}${f.tail}}`;
 }
 
-function asObject(p: Parts, ctx: RecordContext): Record<string, unknown> {
-  const record: Record<string, unknown> = {
-    timestamp: p.timestamp,
-    level: p.level.name.toWellFormed(),
-    level_num: p.level.num,
-    message: p.message,
-    project: ctx.project.toWellFormed(),
-    table: ctx.table.toWellFormed(),
-  };
-  if (p.extra !== undefined) record.extra = p.extra;
-  if (p.exception !== undefined) record.exception = p.exception;
-  if (ctx.idField !== undefined) record[ctx.idField.toWellFormed()] = p.id;
-  return Object.assign(record, wellFormed(ctx.extraFields));
-}
+const asText = (p: Parts, ctx: RecordContext): string =>
+  assemble(p, ctx, JSON.stringify(p.message), p.extra, p.exception === undefined ? undefined : JSON.stringify(p.exception));
+
+/** A `\udXXX` escape JSON.stringify writes for a lone surrogate (after an even run of backslashes: not an escaped `\`). */
+const LONE_ESCAPE = /(?<!\\)((?:\\\\)*)\\ud[89a-f][0-9a-f]{2}/g;
 
 /**
  * The parts with every lone UTF-16 surrogate (message, exception, `extra`'s keys and strings)
  * replaced by U+FFFD, so the text is valid for a strict JSON parser: `JSON.stringify` writes a lone
- * surrogate as a `\udXXX` escape, which Vector's decoder rejects. Copies; the caller's objects are
- * never changed.
+ * surrogate as a `\udXXX` escape, which Vector's decoder rejects. The caller's objects are never changed.
  */
 function wellFormedParts(p: Parts): Parts {
   return {
     ...p,
     message: p.message.toWellFormed(),
     exception: p.exception?.toWellFormed(),
-    extra: p.extra === undefined ? undefined : (wellFormed(p.extra) as Record<string, unknown>),
+    extra: p.extra?.replace(LONE_ESCAPE, '$1\ufffd'),
   };
 }
 
@@ -186,7 +334,7 @@ export function buildRecord(info: Record<string, unknown>, ctx: RecordContext, n
   if (text.length * 3 <= ctx.maxRecordBytes) return text;
   const bytes = Buffer.byteLength(text);
   if (bytes <= ctx.maxRecordBytes) return text;
-  return truncate(asObject(parts, ctx), ctx.maxRecordBytes, bytes);
+  return truncate(parts, ctx, bytes);
 }
 
 /** The record shipped downstream in place of dropped ones ("N records dropped: reason"), so the gap shows where logs are read. */
@@ -198,103 +346,193 @@ const MARK = '…[truncated]';
 const MARK_BYTES = Buffer.byteLength(MARK);
 
 /**
- * `text` cut to at most `bytes` bytes of UTF-8 (plus the marker), at a character boundary: never
- * inside a UTF-8 sequence, so never between the halves of a surrogate pair.
+ * `text` cut and marked `…[truncated]`, as a JSON string of at most `bytes` bytes of UTF-8 (never
+ * less than the marker's). Cut at a character boundary: never inside a UTF-8 sequence, so never
+ * between the halves of a surrogate pair. One pass, over the part that is kept.
  */
-export function cut(text: string, bytes: number): string {
-  if (text.length * 3 <= bytes) return text;
-  const buf = Buffer.from(text, 'utf8');
-  if (buf.length <= bytes) return text;
-  let end = Math.max(0, bytes);
-  while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--;
-  return buf.toString('utf8', 0, end) + MARK;
+export function cutToJson(text: string, bytes: number): string {
+  const limit = bytes - 2 - MARK_BYTES;
+  const n = text.length;
+  let used = 0;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    // What the character takes in the JSON string, in UTF-8, its escape included.
+    let w: number;
+    let step = 1;
+    if (c < 0x80) {
+      if (c >= 0x20) w = c === 0x22 || c === 0x5c ? 2 : 1; // \" and \\
+      else w = c === 8 || c === 9 || c === 10 || c === 12 || c === 13 ? 2 : 6; // \n or \u00XX
+    } else if (c < 0x800) {
+      w = 2;
+    } else if (c < 0xd800 || c > 0xdfff) {
+      w = 3;
+    } else if (c <= 0xdbff && i + 1 < n && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      w = 4; // a surrogate pair: one character, never split
+      step = 2;
+    } else {
+      w = 6; // a lone surrogate (mended before): its escape
+    }
+    if (used + w > limit) break;
+    used += w;
+    i += step;
+  }
+  return JSON.stringify(text.slice(0, i) + MARK);
 }
 
-const TRUNCATED_BYTES = Buffer.byteLength(',"_truncated":true');
-const EMPTY_EXTRA_BYTES = Buffer.byteLength(',"extra":{}') - 1;
+/** Index just past the JSON string starting at `i` (a `"`), in text JSON.stringify wrote. */
+function endOfString(t: string, i: number): number {
+  let j = i + 1;
+  for (;;) {
+    j = t.indexOf('"', j);
+    let b = j - 1;
+    while (t.charCodeAt(b) === 0x5c) b--;
+    if ((j - 1 - b) % 2 === 0) return j + 1;
+    j++;
+  }
+}
 
-const jsonBytes = (value: unknown): number => Buffer.byteLength(JSON.stringify(value) ?? '');
+/** Index just past the JSON value starting at `i`, in text JSON.stringify wrote (no white space). */
+function endOfValue(t: string, i: number): number {
+  const c = t.charCodeAt(i);
+  if (c === 0x22) return endOfString(t, i);
+  if (c === 0x7b || c === 0x5b) {
+    let depth = 0;
+    let j = i;
+    for (;;) {
+      const d = t.charCodeAt(j);
+      if (d === 0x22) {
+        j = endOfString(t, j);
+        continue;
+      }
+      if (d === 0x7b || d === 0x5b) depth++;
+      else if ((d === 0x7d || d === 0x5d) && --depth === 0) return j + 1;
+      j++;
+    }
+  }
+  let j = i;
+  for (;;) {
+    const d = t.charCodeAt(j);
+    if (d === 0x2c || d === 0x7d || d === 0x5d) return j;
+    j++;
+  }
+}
 
 /**
- * Cuts a record to `max` bytes: the message, the exception and the largest `extra` values are
- * truncated, largest first; if many small values still make it too long, `extra` keeps its first
- * keys that fit. `extra._truncated = true` is set. The record is still delivered.
- * Linear in the record's size: every value is measured at most once, and the total is kept by
- * difference; the whole record is serialized twice.
+ * The top-level entries of a JSON object's text as JSON.stringify wrote it, three numbers each:
+ * where its `"key":` starts, where its value starts and where the value ends. Linear; strings are
+ * skipped with indexOf.
  */
-function truncate(record: Record<string, unknown>, max: number, bytes: number): string {
-  const budget = Math.max(256, Math.floor(max / 8));
-  // The record's own `extra` (made by `collect`), so it may be changed in place.
-  const hadExtra = record.extra !== undefined;
-  const extra = (record.extra as Record<string, unknown> | undefined) ?? {};
-  record.extra = extra;
-  extra._truncated = true;
-  // `bytes` is the record's size as it was: add `,"_truncated":true` (and `,"extra":{}` if new).
-  let total = bytes + TRUNCATED_BYTES + (hadExtra ? 0 : EMPTY_EXTRA_BYTES);
+function entriesOf(t: string): number[] {
+  const out: number[] = [];
+  const last = t.length - 1; // the closing brace
+  let i = 1;
+  while (i < last) {
+    const value = endOfString(t, i) + 1; // past the colon
+    const end = endOfValue(t, value);
+    out.push(i, value, end);
+    i = end + 1; // past the comma
+  }
+  return out;
+}
 
+const TRUNCATED = '"_truncated":true';
+const TRUNCATED_BYTES = Buffer.byteLength(TRUNCATED);
+
+/**
+ * Cuts a record to `ctx.maxRecordBytes`: the message, the exception and the largest `extra` values
+ * are truncated, largest first; if many small values still make it too long, `extra` keeps its first
+ * keys that fit. `extra._truncated = true` is set. The record is still delivered.
+ * Works on the JSON text of `extra` (one scan for its entries), so it is linear in the record's
+ * size: every value is measured once, the total is kept by difference, and the record is written once.
+ */
+function truncate(p: Parts, ctx: RecordContext, bytes: number): string {
+  const max = ctx.maxRecordBytes;
+  const budget = budgetOf(max);
+  const t = p.extra ?? '{}';
+  const ascii = Buffer.byteLength(t) === t.length;
+  const size = (from: number, to: number): number => (ascii ? to - from : Buffer.byteLength(t.slice(from, to)));
+  const at = entriesOf(t);
+  const count = at.length / 3;
+  // `bytes` is the record's size as it is: `_truncated` is added (with `,"extra":{}` if there was none).
+  let total = bytes + (p.extra === undefined ? Buffer.byteLength(',"extra":{}') + TRUNCATED_BYTES : TRUNCATED_BYTES + 1);
+  /** Entries left out of the text (a `_truncated` of the caller's gives way to ours), and values replaced by their cut JSON. */
+  const skipped = new Set<number>();
+  const replaced = new Map<number, string>();
+  for (let i = 0; i < count; i++) {
+    if (at[3 * i + 1]! - at[3 * i]! === 13 && t.startsWith('"_truncated":', at[3 * i]!)) {
+      skipped.add(i);
+      total -= size(at[3 * i]!, at[3 * i + 2]!) + 1;
+    }
+  }
+
+  let message = JSON.stringify(p.message);
+  let exception = p.exception === undefined ? undefined : JSON.stringify(p.exception);
   interface Candidate {
-    readonly key: string;
-    readonly inExtra: boolean;
-    /** The value as text to cut: the string itself, or an object's JSON (serialized once). */
-    readonly text: string;
+    /** -1 the message, -2 the exception, else the entry's index. */
+    readonly at: number;
     readonly size: number;
   }
   const big: Candidate[] = [];
-  const consider = (key: string, inExtra: boolean, value: unknown) => {
-    let text: string;
-    let size: number;
-    if (typeof value === 'string') {
-      if (value.length * 3 + 2 <= budget) return;
-      text = value;
-      size = jsonBytes(value);
-    } else if (value !== null && typeof value === 'object') {
-      text = JSON.stringify(value) ?? '';
-      size = Buffer.byteLength(text);
-    } else {
-      return;
-    }
-    if (size > budget) big.push({ key, inExtra, text, size });
-  };
-  consider('message', false, record.message);
-  if (typeof record.exception === 'string') consider('exception', false, record.exception);
-  const keys = Object.keys(extra);
-  for (const key of keys) if (key !== '_truncated') consider(key, true, extra[key]);
+  const messageBytes = Buffer.byteLength(message);
+  if (messageBytes > budget) big.push({ at: -1, size: messageBytes });
+  const exceptionBytes = exception === undefined ? 0 : Buffer.byteLength(exception);
+  if (exceptionBytes > budget) big.push({ at: -2, size: exceptionBytes });
+  for (let i = 0; i < count; i++) {
+    const value = at[3 * i + 1]!;
+    const end = at[3 * i + 2]!;
+    // A UTF-16 unit is at most 3 bytes: a short value is known to be small without counting.
+    if ((end - value) * 3 <= budget || skipped.has(i)) continue;
+    const s = size(value, end);
+    if (s > budget) big.push({ at: i, size: s });
+  }
   big.sort((a, b) => b.size - a.size);
 
   for (const c of big) {
     if (total <= max) break;
-    const holder = c.inExtra ? extra : record;
-    const text = c.text;
-    // Escapes make the JSON longer than the text: a second or third cut takes the difference off.
-    let target = Math.max(budget, Buffer.byteLength(text) - (total - max) - MARK_BYTES * 2);
-    let short = text;
-    let size = c.size;
-    for (let tries = 0; tries < 3; tries++) {
-      short = cut(text, target);
-      size = jsonBytes(short);
-      const over = total + size - c.size - max;
-      if (over <= 0 || target <= budget) break;
-      target = Math.max(budget, target - over);
+    // The string to cut: a string value itself; an object's or array's JSON text, as text.
+    let text: string;
+    if (c.at === -1) text = p.message;
+    else if (c.at === -2) text = p.exception!;
+    else {
+      const json = t.slice(at[3 * c.at + 1]!, at[3 * c.at + 2]!);
+      text = json.charCodeAt(0) === 0x22 ? (JSON.parse(json) as string) : json;
     }
-    holder[c.key] = short;
-    total += size - c.size;
+    const short = cutToJson(text, Math.max(budget, c.size - (total - max)));
+    total += Buffer.byteLength(short) - c.size;
+    if (c.at === -1) message = short;
+    else if (c.at === -2) exception = short;
+    else replaced.set(c.at, short);
   }
   // Many small values: the last keys go until the rest fits (`"key":value,` each).
-  for (let i = keys.length - 1; i >= 0 && total > max; i--) {
-    const key = keys[i]!;
-    if (key === '_truncated') continue;
-    const value = extra[key];
-    // `"key":` and the comma; a string's size without counting escapes (the check below counts).
-    total -= Buffer.byteLength(key) + 4 + (typeof value === 'string' ? Buffer.byteLength(value) + 2 : jsonBytes(value));
-    delete extra[key];
+  let kept = count;
+  while (kept > 0 && total > max) {
+    kept--;
+    if (skipped.has(kept)) continue;
+    const value = replaced.get(kept);
+    const [key, start, end] = [at[3 * kept]!, at[3 * kept + 1]!, at[3 * kept + 2]!];
+    total -= (value === undefined ? size(key, end) : size(key, start) + Buffer.byteLength(value)) + 1;
   }
-  let out = JSON.stringify(record);
+  let extra: string;
+  if (replaced.size === 0 && skipped.size === 0) {
+    // The usual case: the kept entries are one stretch of the text.
+    extra = kept === 0 ? `{${TRUNCATED}}` : `${t.slice(0, at[3 * kept - 1]!)},${TRUNCATED}}`;
+  } else {
+    const parts: string[] = [];
+    for (let i = 0; i < kept; i++) {
+      if (skipped.has(i)) continue;
+      const value = replaced.get(i);
+      parts.push(value === undefined ? t.slice(at[3 * i]!, at[3 * i + 2]!) : t.slice(at[3 * i]!, at[3 * i + 1]!) + value);
+    }
+    parts.push(TRUNCATED);
+    extra = `{${parts.join(',')}}`;
+  }
+  let out = assemble(p, ctx, message, extra, exception);
   if (Buffer.byteLength(out) > max) {
     // What is left is too long by itself (a long exception with a long message, say).
-    record.extra = { _truncated: true };
-    if (typeof record.message === 'string') record.message = cut(record.message, budget);
-    if (typeof record.exception === 'string') record.exception = cut(record.exception, budget);
-    out = JSON.stringify(record);
+    message = cutToJson(p.message, budget);
+    exception = p.exception === undefined ? undefined : cutToJson(p.exception, budget);
+    out = assemble(p, ctx, message, `{${TRUNCATED}}`, exception);
   }
   return out;
 }

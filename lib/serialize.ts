@@ -103,6 +103,21 @@ function errorToJson(err: Error, depth: number, ancestors: Set<object>): Record<
   return out;
 }
 
+/** How many more members `isPlainJson` may look at before it gives up (returns false). */
+let nodesLeft = Number.POSITIVE_INFINITY;
+
+/**
+ * Limits the members `isPlainJson` looks at, in all, until `endPlainBudget()`: past `nodes` it
+ * answers false and `plainBudgetSpent()` is true (the values are too large to check cheaply first).
+ */
+export function startPlainBudget(nodes: number): void {
+  nodesLeft = nodes;
+}
+export const plainBudgetSpent = (): boolean => nodesLeft < 0;
+export function endPlainBudget(): void {
+  nodesLeft = Number.POSITIVE_INFINITY;
+}
+
 /**
  * True when `JSON.stringify(value)` already writes what `toJson` would: strings, finite numbers,
  * booleans, null, and plain arrays and objects of those, not too deep. It allocates nothing, so the
@@ -125,6 +140,7 @@ export function isPlainJson(value: unknown, depth = 0): boolean {
   if (depth >= MAX_DEPTH) return false;
   try {
     if (Array.isArray(value)) {
+      if ((nodesLeft -= value.length) < 0) return false;
       for (let i = 0; i < value.length; i++) {
         const v: unknown = value[i];
         // In an array JSON writes null for these, as toJson does.
@@ -137,6 +153,7 @@ export function isPlainJson(value: unknown, depth = 0): boolean {
     if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
     for (const key in value) {
       if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
+      if (--nodesLeft < 0) return false;
       const v: unknown = (value as Record<string, unknown>)[key];
       if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol' && !isPlainJson(v, depth + 1)) return false;
     }

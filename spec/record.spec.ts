@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import winston from 'winston';
 import { LevelTable } from '../lib/levels';
-import { buildRecord, type RecordContext } from '../lib/record';
+import { buildRecord, extraCareful, extraFast, type RecordContext } from '../lib/record';
 import { MAX_DEPTH } from '../lib/serialize';
 import { receiver, transport } from './support/helpers';
 import type { VectorTransportOptions } from '../lib/index';
@@ -282,6 +282,95 @@ describe('record format', () => {
       const rec = JSON.parse(text);
       assert.equal(rec.message, 'm', name);
       if (name !== 'deep') assert.equal(rec.extra._truncated, true, name);
+    }
+  });
+
+  it('extra is written in one pass or read key by key: both write the same text', () => {
+    class Point {
+      constructor(public x: number, public y: number) {}
+    }
+    let deep: Record<string, unknown> = { leaf: 1 };
+    for (let i = 0; i < MAX_DEPTH + 2; i++) deep = { down: deep, list: [deep] };
+    const shared = { s: 1 };
+    const err = Object.assign(new TypeError('bad', { cause: new Error('root') }), { code: 'E1' });
+    const values: Record<string, unknown> = {
+      s: 'text "quoted" \\ \n', n: 1.5, nan: Number.NaN, inf: -Infinity, t: true, nul: null, undef: undefined,
+      fn: () => 1, sym: Symbol('s'), big: 12345678901234567890n, date: new Date(0), bad: new Date(Number.NaN),
+      buf: Buffer.from('hi'), u8: new Uint8Array([1, 2]), ab: new ArrayBuffer(2), map: new Map<unknown, unknown>([['a', 1], [2, new Set([3])]]),
+      set: new Set(['x', 1n]), err, point: new Point(1, 2), json: { toJSON: () => ({ replaced: new Map([['k', 1n]]) }) },
+      boxed: new String('b'), nullProto: Object.assign(Object.create(null), { k: 'v' }), deep,
+      arr: [1, undefined, () => 1, Symbol('x'), new Date(0), [2n], { a: undefined }], sharedA: shared, sharedB: [shared, shared],
+      ['__proto__']: { p: 1 }, 10: 'integer key first', [Symbol('hidden')]: 'no',
+      level: 'info', message: 'own fields are not extra', stack: 'own too', timestamp: 't',
+    };
+    const info = Object.defineProperty(values, '__proto__', { value: { p: 1 }, enumerable: true });
+    for (const [name, sample] of Object.entries({ all: info, plain: { a: 1, b: [1, { c: 'd' }] }, empty: { level: 'info', message: 'm' } })) {
+      const fast = extraFast(sample as Record<string, unknown>);
+      assert.ok(fast, `${name}: the one-pass path takes it`);
+      const careful = extraCareful(sample as Record<string, unknown>)!;
+      assert.equal(fast.text, careful.text, name);
+      assert.equal(fast.firstError, careful.firstError, name);
+    }
+    assert.equal(extraFast(info)!.firstError, err);
+    const rec = JSON.parse(extraFast(info)!.text!);
+    assert.equal(rec.big, '12345678901234567890');
+    assert.equal(rec.buf, 'aGk=');
+    assert.deepEqual(rec.json, { replaced: { k: '1' } });
+    assert.equal(Object.keys(rec)[0], '10');
+    assert.equal(rec.level, undefined);
+  });
+
+  it('what the one-pass path cannot write goes key by key: getters that throw, traps, cycles, an own toJSON', () => {
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    const samples: Array<[string, Record<string, unknown>, (rec: Record<string, any>) => void]> = [
+      ['getter', Object.defineProperty({ level: 'info', message: 'm', ok: 1 }, 'boom', { enumerable: true, get() { throw new Error('getter'); } }), (r) => assert.equal(r.extra.boom, '[Unserializable: getter]')],
+      ['trap', { level: 'info', message: 'm', ok: 1, proxy: new Proxy({}, { ownKeys() { throw new Error('trap'); } }) }, (r) => assert.equal(r.extra.proxy, '[Unserializable: trap]')],
+      ['cycle', { level: 'info', message: 'm', ok: 1, cyclic }, (r) => assert.deepEqual(r.extra.cyclic, { a: 1, self: '[Circular]' })],
+      ['toJSON', { level: 'info', message: 'm', ok: 1, toJSON: () => 'the info itself' }, (r) => assert.equal(r.extra.toJSON, undefined)],
+    ];
+    for (const [name, info, check] of samples) {
+      assert.equal(extraFast(info), undefined, name);
+      const rec = JSON.parse(buildRecord(info, ctx()));
+      assert.equal(rec.extra.ok, 1, name);
+      check(rec);
+    }
+  });
+
+  it('truncation keeps a prefix of the keys, cuts what is large, and never exceeds the bound, for any text', () => {
+    const max = 16 * 1024;
+    const many = (n: number, value: (i: number) => unknown) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, value(i)]));
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ['small ascii values', many(5000, (i) => `v${i}`)],
+      ['non-ascii keys and values', Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`ключ${i}`, `значение 😀 ${i}`]))],
+      ['escapes', many(3000, () => 'a"b\\c\n\u0001')],
+      ['a huge value after many small ones', { ...many(2000, (i) => i), huge: 'x'.repeat(200_000) }],
+      ['a huge nested object', { nested: many(20_000, (i) => ({ i, s: 'é"' })) }],
+      ['a huge array', { list: Array.from({ length: 20_000 }, (_, i) => [i, 'y']) }],
+      ['a caller\'s own _truncated', { _truncated: 'theirs', ...many(5000, (i) => i) }],
+      ['lone surrogates', many(3000, () => 'a\ud800b')],
+    ];
+    for (const [name, meta] of cases) {
+      const text = buildRecord({ level: 'info', message: 'm', ...meta }, ctx({ maxRecordBytes: max }));
+      assert.ok(Buffer.byteLength(text) <= max, `${name}: ${Buffer.byteLength(text)} bytes`);
+      assert.ok(Buffer.byteLength(text) > max * 0.75, `${name}: fills the bound (${Buffer.byteLength(text)} bytes)`);
+      assert.ok(!text.includes('\\ud8'), `${name}: no lone surrogate escape`);
+      const rec = JSON.parse(text);
+      assert.equal(rec.message, 'm', name);
+      assert.equal(rec.extra._truncated, true, name);
+      const keys = Object.keys(rec.extra).filter((k) => k !== '_truncated');
+      const source = Object.keys(meta).filter((k) => k !== '_truncated');
+      assert.deepEqual(keys, source.slice(0, keys.length), `${name}: a prefix of the keys`);
+      for (const k of keys) {
+        const original = meta[k];
+        const got = rec.extra[k];
+        if (typeof got === 'string' && got.endsWith('…[truncated]')) {
+          const whole = typeof original === 'string' ? original.toWellFormed() : JSON.stringify(original);
+          assert.ok(whole.startsWith(got.slice(0, -'…[truncated]'.length)), `${name}: ${k} is cut from its start`);
+        } else {
+          assert.deepEqual(got, JSON.parse(JSON.stringify(original).replaceAll('\\ud800', '\\ufffd')), `${name}: ${k} kept whole`);
+        }
+      }
     }
   });
 
