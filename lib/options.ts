@@ -117,6 +117,30 @@ export interface ResolvedOptions {
   readonly secrets: Secrets;
 }
 
+/**
+ * The default of every option that has a fixed one, in one place: resolveOptions reads them here,
+ * and README's options table is checked against them (spec/docs.spec.ts). `maxRetryDelay` is
+ * never below `retryDelay`; `leaseTimeout` and `destination` are derived from other options.
+ */
+export const DEFAULTS = Object.freeze({
+  dbPath: './logs/queue.db',
+  batchSize: 100,
+  flushInterval: 5000,
+  maxRetries: 3,
+  retryDelay: 1000,
+  maxRetryDelay: 30_000,
+  timeout: 10_000,
+  body: 'json',
+  compression: 'gzip',
+  closeTimeout: 5000,
+  maxRecordBytes: 1024 * 1024,
+  synchronous: 'normal',
+  highWaterMark: 16_384,
+  maxQueueBytes: 256 * 1024 * 1024,
+  overflow: 'drop-oldest',
+  maxDeadLetters: 10_000,
+} as const);
+
 /** Keys every record owns; `extraFields` may not use them. */
 export const RECORD_FIELDS: readonly string[] = [
   'timestamp', 'level', 'level_num', 'message', 'project', 'table', 'extra', 'exception',
@@ -213,7 +237,7 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
   const { url, authorization } = resolveUrl(options.vectorUrl);
   const project = nonEmpty('project', options.project);
   const table = nonEmpty('table', options.table);
-  const dbPath = options.dbPath === undefined ? './logs/queue.db' : nonEmpty('dbPath', options.dbPath);
+  const dbPath = options.dbPath === undefined ? DEFAULTS.dbPath : nonEmpty('dbPath', options.dbPath);
 
   const idField = options.idField === undefined ? undefined : nonEmpty('idField', options.idField);
   if (idField !== undefined && RECORD_FIELDS.includes(idField)) {
@@ -246,14 +270,14 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     }
   }
 
-  const retryDelay = integer('retryDelay', options.retryDelay, 1000, 0);
-  const maxRetryDelay = integer('maxRetryDelay', options.maxRetryDelay, Math.max(30_000, retryDelay), 0);
+  const retryDelay = integer('retryDelay', options.retryDelay, DEFAULTS.retryDelay, 0);
+  const maxRetryDelay = integer('maxRetryDelay', options.maxRetryDelay, Math.max(DEFAULTS.maxRetryDelay, retryDelay), 0);
   if (maxRetryDelay < retryDelay) {
     throw new RangeError(`\`maxRetryDelay\` must be ≥ \`retryDelay\` (${retryDelay}), got ${maxRetryDelay}`);
   }
 
-  const maxRetries = integer('maxRetries', options.maxRetries, 3, 1);
-  const timeout = integer('timeout', options.timeout, 10_000, 1);
+  const maxRetries = integer('maxRetries', options.maxRetries, DEFAULTS.maxRetries, 1);
+  const timeout = integer('timeout', options.timeout, DEFAULTS.timeout, 1);
   const tls = plainObject('tls', options.tls) as TlsOptions;
   const secrets = collectSecrets({
     rawUrl: options.vectorUrl,
@@ -269,27 +293,27 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     table,
     dbPath,
     destination: options.destination === undefined ? url : destinationKey(nonEmpty('destination', options.destination)),
-    batchSize: integer('batchSize', options.batchSize, 100, 1),
-    flushInterval: integer('flushInterval', options.flushInterval, 5000, 1),
+    batchSize: integer('batchSize', options.batchSize, DEFAULTS.batchSize, 1),
+    flushInterval: integer('flushInterval', options.flushInterval, DEFAULTS.flushInterval, 1),
     maxRetries,
     retryDelay,
     maxRetryDelay,
     extraFields: Object.freeze({ ...extraFields }),
     headers: Object.freeze({ ...(headers as Record<string, string>) }),
     timeout,
-    body: oneOf('body', options.body, 'json', ['json', 'ndjson'] as const),
-    compression: oneOf('compression', options.compression, 'gzip', ['gzip', 'none'] as const),
+    body: oneOf('body', options.body, DEFAULTS.body, ['json', 'ndjson'] as const),
+    compression: oneOf('compression', options.compression, DEFAULTS.compression, ['gzip', 'none'] as const),
     levelNumbers: Object.freeze({ ...(levelNumbers as Record<string, number>) }),
-    closeTimeout: integer('closeTimeout', options.closeTimeout, 5000, 0),
+    closeTimeout: integer('closeTimeout', options.closeTimeout, DEFAULTS.closeTimeout, 0),
     idField,
-    maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, 1024 * 1024, 1024),
-    synchronous: oneOf('synchronous', options.synchronous, 'normal', ['normal', 'full'] as const),
+    maxRecordBytes: integer('maxRecordBytes', options.maxRecordBytes, DEFAULTS.maxRecordBytes, 1024),
+    synchronous: oneOf('synchronous', options.synchronous, DEFAULTS.synchronous, ['normal', 'full'] as const),
     tls: Object.freeze({ ...tls }),
-    highWaterMark: integer('highWaterMark', options.highWaterMark, 16_384, 1),
-    maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, 256 * 1024 * 1024, 64 * 1024),
-    overflow: oneOf('overflow', options.overflow, 'drop-oldest', ['drop-oldest', 'drop-newest'] as const),
+    highWaterMark: integer('highWaterMark', options.highWaterMark, DEFAULTS.highWaterMark, 1),
+    maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, DEFAULTS.maxQueueBytes, 64 * 1024),
+    overflow: oneOf('overflow', options.overflow, DEFAULTS.overflow, ['drop-oldest', 'drop-newest'] as const),
     maxAge: options.maxAge === undefined ? undefined : integer('maxAge', options.maxAge, 0, 1),
-    maxDeadLetters: integer('maxDeadLetters', options.maxDeadLetters, 10_000, 0),
+    maxDeadLetters: integer('maxDeadLetters', options.maxDeadLetters, DEFAULTS.maxDeadLetters, 0),
     leaseTimeout: integer('leaseTimeout', options.leaseTimeout, maxRetries * (timeout + maxRetryDelay) + 60_000, 100),
     secrets,
   });

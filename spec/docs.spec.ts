@@ -10,6 +10,8 @@ import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
 import winston from 'winston';
+import { DEFAULTS } from '../lib/options';
+import { TRANSPORT_OPTION_KEYS } from '../lib/option-names';
 import type { Decoding } from '../lib/receiver';
 import { receiver, transport } from './support/helpers';
 
@@ -114,5 +116,23 @@ describe('documentation', () => {
     }
     assert.match(readme, /npm install winston-vector winston/);
     assert.match(readme, /npx winston-vector receive/);
+  });
+
+  it('README\'s options table names every option, with the defaults the code has', () => {
+    const rows = new Map<string, string>();
+    for (const line of read('README.md').split('\n')) {
+      const m = /^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|/.exec(line);
+      if (m) for (const name of m[1]!.matchAll(/`(\w+)`/g)) rows.set(name[1]!, m[2]!.trim());
+    }
+    // winston-transport's own options are named in the `level` row's text.
+    const winstons = new Set(['format', 'silent', 'handleExceptions', 'handleRejections']);
+    for (const key of TRANSPORT_OPTION_KEYS.filter((k) => !winstons.has(k))) {
+      assert.ok(rows.has(key), `README's options table has \`${key}\``);
+    }
+    for (const [key, value] of Object.entries(DEFAULTS)) {
+      const cell = rows.get(key);
+      const shown = typeof value === 'string' ? [`\`'${value}'\``, `\`${value}\``] : [`\`${value}\``];
+      assert.ok(cell !== undefined && shown.some((s) => cell.startsWith(s)), `${key}: README says ${cell}, the code ${JSON.stringify(value)}`);
+    }
   });
 });
