@@ -2,7 +2,7 @@ import pRetry from 'p-retry';
 import { VectorDeliveryError } from './errors';
 import { backoffDelay } from './policy';
 import type { Queue, QueuedRecord } from './queue';
-import type { Shipper, ShipResult } from './shipper';
+import type { ShipFailure, Shipper, ShipResult } from './shipper';
 
 export interface SchedulerOptions {
   readonly batchSize: number;
@@ -52,8 +52,8 @@ export interface DeliveryStats {
 
 /** Thrown inside p-retry for an answer worth another attempt. */
 class RetryableAnswer extends Error {
-  constructor(readonly result: ShipResult) {
-    super(result.detail ?? 'retryable answer');
+  constructor(readonly result: ShipFailure) {
+    super(result.detail);
   }
 }
 
@@ -169,7 +169,7 @@ export class Scheduler {
     if (this.running) return this.running;
     this.running = this.drain()
       .catch((err: unknown) => {
-        this.fail({ action: 'retry', detail: `queue error: ${err instanceof Error ? err.message : String(err)}` });
+        this.fail({ action: 'retry', detail: `queue error: ${err instanceof Error ? err.message : String(err)}`, unanswered: false });
         this.scheduleBackoff(this.options.maxRetryDelay);
       })
       .finally(() => {
@@ -218,7 +218,7 @@ export class Scheduler {
           records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
           ahead = { at: Date.now(), records };
         }
-        let failure: ShipResult | undefined;
+        let failure: ShipFailure | undefined;
         try {
           failure = await this.ship(batch, fresh);
         } catch (err) {
@@ -304,7 +304,7 @@ export class Scheduler {
    * Delivers one batch: retries what is worth retrying, splits on 413, bisects on 400 down to the
    * records that stay rejected and dead-letters them. Returns the failure that ends the round, if any.
    */
-  private async ship(claimed: readonly QueuedRecord[], justClaimed = true): Promise<ShipResult | undefined> {
+  private async ship(claimed: readonly QueuedRecord[], justClaimed = true): Promise<ShipFailure | undefined> {
     const { result, records } = await this.sendWithRetries(claimed, justClaimed);
     if (!result) return undefined; // every record was taken over by another process
     const ids = records.map((r) => r.id);
@@ -312,7 +312,7 @@ export class Scheduler {
       case 'delivered':
         // Not awaited: the next request need not wait for the delete. The queue runs its operations
         // in order, so whatever comes next (a claim, a count, close) sees the batch gone.
-        this.queue.ack(ids).catch((err: unknown) => this.fail({ action: 'retry', detail: `queue error: ${(err as Error).message}` }));
+        this.queue.ack(ids).catch((err: unknown) => this.fail({ action: 'retry', detail: `queue error: ${(err as Error).message}`, unanswered: false }));
         this.stats.delivered += records.length;
         this.stats.lastSuccessAt = new Date();
         this.queue.note?.('last_success', `${records.length} ${records.length === 1 ? 'record' : 'records'} delivered`, this.stats.lastSuccessAt.getTime());
@@ -323,7 +323,7 @@ export class Scheduler {
       case 'split':
       case 'rejected': {
         if (records.length === 1) {
-          const reason = result.detail ?? `HTTP ${result.status}`;
+          const reason = result.detail;
           const moved = await this.queue.deadLetter(ids, result.status, reason);
           this.stats.deadLettered += moved;
           this.onWarn(
@@ -349,12 +349,12 @@ export class Scheduler {
    * arrive twice. Counted at once; said in a `'warn'` once a later request is delivered (while the
    * receiver stays unreachable, the failure's own warning says enough), at most every 10 s.
    */
-  private noteUnanswered(records: number, result: ShipResult): void {
+  private noteUnanswered(records: number, result: ShipFailure): void {
     this.stats.unanswered++;
     const n = this.unansweredNote;
     n.requests++;
     n.records += records;
-    n.detail = result.detail ?? 'no answer';
+    n.detail = result.detail;
   }
 
   private reportUnanswered(): void {
@@ -369,8 +369,8 @@ export class Scheduler {
     this.unansweredNote = { at: Date.now(), requests: 0, records: 0, detail: '' };
   }
 
-  private fail(result: ShipResult, records = 0): void {
-    const message = result.detail ?? `HTTP ${result.status}`;
+  private fail(result: ShipFailure, records = 0): void {
+    const message = result.detail;
     this.stats.lastError = { message, status: result.status, at: new Date() };
     this.queue.note?.('last_error', message);
     const code = (result.cause as (Error & { code?: string }) | undefined)?.code;
@@ -391,7 +391,7 @@ export class Scheduler {
     justClaimed: boolean,
   ): Promise<{ result: ShipResult | undefined; records: readonly QueuedRecord[] }> {
     let records = claimed;
-    let last: ShipResult = { action: 'retry', detail: 'aborted before sending' };
+    let last: ShipResult = { action: 'retry', detail: 'aborted before sending', unanswered: false };
     try {
       const result = await pRetry(
         async (attempt) => {

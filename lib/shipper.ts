@@ -21,22 +21,48 @@ function compress(text: string): Buffer | Promise<Buffer> {
   return text.length <= SYNC_GZIP_MAX ? gzipSync(text, { level: 1 }) : gzip(text, { level: 1 });
 }
 
-/** The outcome of one request, tagged with what to do next. */
-export interface ShipResult {
-  readonly action: Action;
-  /** HTTP status, when an answer came. */
-  readonly status?: number;
+/** A 2xx: the batch is delivered, whatever the body says. */
+export interface Delivered {
+  readonly action: 'delivered';
+  readonly status: number;
+  readonly detail?: undefined;
+  readonly retryAfter?: undefined;
+  readonly cause?: undefined;
+  readonly unanswered?: undefined;
+}
+
+/** Any other answer, with what it means for the batch (lib/policy.ts). */
+export interface Refused {
+  readonly action: Exclude<Action, 'delivered'>;
+  readonly status: number;
   /** From `Retry-After`, in ms. */
   readonly retryAfter?: number;
+  /** A short, credential-free description: the status and the start of the body. */
+  readonly detail: string;
+  readonly cause?: undefined;
+  readonly unanswered?: undefined;
+}
+
+/** No answer came (a network error, a timeout, a queue error before sending): sent again with backoff. */
+export interface NoAnswer {
+  readonly action: 'retry';
+  readonly status?: undefined;
+  readonly retryAfter?: undefined;
   /** A short, credential-free description of what went wrong. */
-  readonly detail?: string;
+  readonly detail: string;
   readonly cause?: Error;
   /**
    * The request was sent (or may have been) and no answer came: a timeout, or the connection closed
    * before the answer. The receiver may have accepted it, so its records may arrive twice.
    */
-  readonly unanswered?: boolean;
+  readonly unanswered: boolean;
 }
+
+/** The outcome of one request, by what to do next. */
+export type ShipResult = Delivered | Refused | NoAnswer;
+
+/** What ends a round of delivery. */
+export type ShipFailure = Refused | NoAnswer;
 
 /** Bytes of a non-2xx answer read for its message; the rest is not read. */
 const ERROR_BODY_BYTES = 4096;

@@ -362,7 +362,7 @@ describe('Scheduler', () => {
   });
 
   it('Retry-After sets the wait between attempts', async () => {
-    shipper.answers = [{ action: 'retry', status: 429, retryAfter: 2000 }];
+    shipper.answers = [{ action: 'retry', status: 429, retryAfter: 2000, detail: 'HTTP 429' }];
     await queue.append(['a']);
     scheduler.start();
     await settle();
