@@ -29,6 +29,16 @@ function end(): void {
 
 const never = <T>() => new Promise<T>(() => undefined);
 
+/** Prepared statements a connection keeps (each SQL text one). */
+const KEPT = 32;
+
+interface Kept {
+  readonly stmt: sqlite3.Statement;
+  /** The calls under way, to reject if the statement fails to prepare. */
+  readonly waiting: Set<(err: Error) => void>;
+  failed: Error | undefined;
+}
+
 /**
  * A promise face for one sqlite3 connection. Every operation runs through `exclusive`, one at a
  * time, so a transaction (BEGIN … COMMIT) is never interleaved with another caller's statement
@@ -36,6 +46,10 @@ const never = <T>() => new Promise<T>(() => undefined);
  */
 export class Connection {
   private tail: Promise<unknown> = Promise.resolve();
+  /** Prepared statements kept for reuse, by their SQL, the most recently used last. */
+  private readonly statements = new Map<string, Kept>();
+  /** @internal A test seam: called with the SQL of every statement as it starts. */
+  observer: ((sql: string) => void) | undefined = undefined;
 
   private constructor(private readonly db: sqlite3.Database) {}
 
@@ -67,31 +81,91 @@ export class Connection {
   }
 
   /**
+   * The statement for `sql`, prepared once and kept (up to KEPT of them, the least recently used
+   * finalized first): SQLite parses and plans a statement each time it is prepared, and most of the
+   * queue's SQL has a fixed shape. node-sqlite3 runs the calls on one statement in order.
+   */
+  private statement(sql: string): Kept {
+    let kept = this.statements.get(sql);
+    if (kept !== undefined) {
+      this.statements.delete(sql);
+      this.statements.set(sql, kept);
+      return kept;
+    }
+    const waiting = new Set<(err: Error) => void>();
+    const created: Kept = {
+      stmt: this.db.prepare(sql, (err: Error | null) => {
+        if (!err) return;
+        // node-sqlite3 never calls back the calls queued on a statement that failed to prepare.
+        created.failed = err;
+        if (this.statements.get(sql) === created) this.statements.delete(sql);
+        for (const fail of waiting) fail(err);
+        waiting.clear();
+      }),
+      waiting,
+      failed: undefined,
+    };
+    this.statements.set(sql, created);
+    if (this.statements.size > KEPT) {
+      const [oldest, old] = this.statements.entries().next().value as [string, Kept];
+      this.statements.delete(oldest);
+      this.retire(old);
+    }
+    return created;
+  }
+
+  /** Finalizes a statement no longer kept, once the calls queued on it are done (node-sqlite3 queues it behind them). */
+  private retire(kept: Kept): void {
+    if (kept.failed !== undefined || !begin()) return;
+    kept.stmt.finalize(() => end());
+  }
+
+  /**
+   * Runs `call` on the kept statement for `sql`; `settle` gets node-sqlite3's callback. A statement
+   * that fails to prepare rejects its calls with that error.
+   */
+  private onStatement<T>(sql: string, call: (stmt: sqlite3.Statement, cb: (err: Error | null, value: T) => void) => void, done?: () => void): Promise<T> {
+    if (!begin()) return never();
+    this.observer?.(sql);
+    const kept = this.statement(sql);
+    if (kept.failed !== undefined) {
+      end();
+      return Promise.reject(kept.failed);
+    }
+    return new Promise<T>((resolve, reject) => {
+      const fail = (err: Error) => {
+        end();
+        reject(err);
+      };
+      kept.waiting.add(fail);
+      call(kept.stmt, (err, value) => {
+        kept.waiting.delete(fail);
+        if (!err) done?.();
+        end();
+        if (err) reject(err);
+        else resolve(value);
+      });
+    });
+  }
+
+  /**
    * `done`, when given, runs as soon as the statement has succeeded, inside node-sqlite3's callback
    * and before the statement counts as finished (see `control`): what it records is visible to a
    * main thread that waited for the statements in flight.
    */
   run(sql: string, params: unknown[] = [], done?: () => void): Promise<number> {
-    if (!begin()) return never();
-    return new Promise((resolve, reject) => {
-      this.db.run(sql, params, function (this: sqlite3.RunResult, err: Error | null) {
-        if (!err) done?.();
-        end();
-        if (err) reject(err);
-        else resolve(this.changes);
-      });
-    });
+    return this.onStatement<number>(
+      sql,
+      (stmt, cb) =>
+        stmt.run(params, function (this: sqlite3.RunResult, err: Error | null) {
+          cb(err, err ? 0 : this.changes);
+        }),
+      done,
+    );
   }
 
   all<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-    if (!begin()) return never();
-    return new Promise((resolve, reject) => {
-      this.db.all(sql, params, (err: Error | null, rows: T[]) => {
-        end();
-        if (err) reject(err);
-        else resolve(rows);
-      });
-    });
+    return this.onStatement<T[]>(sql, (stmt, cb) => stmt.all(params, (err: Error | null, rows: T[]) => cb(err, rows)));
   }
 
   async get<T>(sql: string, params: unknown[] = []): Promise<T | undefined> {
@@ -100,6 +174,7 @@ export class Connection {
 
   exec(sql: string, done?: () => void): Promise<void> {
     if (!begin()) return never();
+    this.observer?.(sql);
     return new Promise((resolve, reject) =>
       this.db.exec(sql, (err) => {
         if (!err) done?.();
@@ -125,6 +200,22 @@ export class Connection {
 
   close(): Promise<void> {
     return this.exclusive(async () => {
+      // A statement still kept holds the connection open: finalize them first.
+      const kept = [...this.statements.values()];
+      this.statements.clear();
+      await Promise.all(
+        kept.map((k) =>
+          k.failed !== undefined
+            ? undefined
+            : new Promise<void>((resolve) => {
+                if (!begin()) return;
+                k.stmt.finalize(() => {
+                  end();
+                  resolve();
+                });
+              }),
+        ),
+      );
       if (!begin()) return never<void>();
       await new Promise<void>((resolve, reject) =>
         this.db.close((err) => {

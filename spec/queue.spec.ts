@@ -96,14 +96,9 @@ describe('SqliteQueue', () => {
     const ids = (await queue.claim(10)).map((r) => r.id);
     await queue.release(ids.slice(6, 8)); // no longer held: an ack of these deletes nothing
     const deletes: string[] = [];
-    const conn = queue.connection as unknown as { run: (sql: string) => unknown; all: (sql: string) => unknown };
-    for (const m of ['run', 'all'] as const) {
-      const original = conn[m].bind(conn);
-      conn[m] = (sql: string, ...rest: unknown[]) => {
-        if (sql.startsWith('DELETE FROM records')) deletes.push(sql);
-        return (original as (...a: unknown[]) => unknown)(sql, ...rest);
-      };
-    }
+    queue.connection.observer = (sql) => {
+      if (sql.startsWith('DELETE FROM records')) deletes.push(sql);
+    };
     const busy = queue.append(bodies(12, 3)); // the first ack waits behind this commit
     const counts = await Promise.all([queue.ack(ids.slice(0, 3)), queue.ack(ids.slice(3, 6)), queue.ack(ids.slice(6, 8)), queue.ack(ids.slice(8, 10))]);
     await busy;
