@@ -19,11 +19,11 @@
  */
 import sqlite3 from 'sqlite3';
 import TransportStream from 'winston-transport';
-import { BatchWriter } from '../dist/batch.js';
-import { LevelTable } from '../dist/levels.js';
-import { SCHEMA, insertStatement } from '../dist/queue.js';
-import { buildRecord, type RecordContext } from '../dist/record.js';
-import { HttpShipper } from '../dist/shipper.js';
+import { BatchWriter } from '../dist/delivery/batch.js';
+import { LevelTable } from '../dist/winston/levels.js';
+import { SCHEMA, insertStatement } from '../dist/queue/queue.js';
+import { buildRecord, type RecordContext } from '../dist/winston/record.js';
+import { HttpShipper } from '../dist/delivery/shipper.js';
 
 const BATCH = 1000;
 
@@ -120,7 +120,7 @@ export class FloorTransport extends TransportStream {
     while (this.outbox.length > 0) {
       const batch = this.outbox.shift()!;
       const result = await this.shipper.send(batch.texts);
-      if (result.action !== 'delivered') throw new Error(`floor: ${result.detail ?? result.action}`);
+      if (result.action !== 'delivered') throw new Error(`floor: ${result.detail}`);
       const last = batch.first + batch.texts.length - 1;
       this.tail = this.tail.then(() => this.run('DELETE FROM records WHERE id BETWEEN ? AND ?', [batch.first, last]));
     }

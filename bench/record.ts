@@ -5,8 +5,8 @@
  * Beside it, the same for one plain `JSON.stringify` of the info: the floor any way of writing the
  * record pays at least once, measured in the same run, so the ratio holds on a noisy machine.
  */
-import { LevelTable } from '../lib/levels';
-import { buildRecord, type RecordContext } from '../lib/record';
+import { LevelTable } from '../lib/winston/levels';
+import { buildRecord, type RecordContext } from '../lib/winston/record';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { BatchWriter, CHUNK_BYTES, RecordBatch, SPARE_CHUNKS } from '../lib/batch';
+import { BatchWriter, CHUNK_BYTES, RecordBatch, SPARE_CHUNKS } from '../lib/delivery/batch';
 
 /** Texts of every kind a record may hold: ASCII, two- and three-byte characters, surrogate pairs. */
 const text = fc.string({ unit: fc.constantFrom('a', '"', 'é', 'ж', '€', '日', '😀', '\\n'), maxLength: 40 });

@@ -9,7 +9,7 @@ import sqlite3 from 'sqlite3';
 import winston from 'winston';
 import { receiver, tempDir, transport, until } from './support/helpers';
 
-const bin = join(__dirname, '..', 'dist', 'cli.js');
+const bin = join(__dirname, '..', 'dist', 'tools', 'cli.js');
 const cli = (args: string[], timeout = 60_000) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout });
 
 /** Like `cli`, without blocking this process: needed when the receiver runs here. */

@@ -10,9 +10,9 @@ import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
 import winston from 'winston';
-import { DEFAULTS } from '../lib/options';
-import { TRANSPORT_OPTION_KEYS } from '../lib/option-names';
-import type { Decoding } from '../lib/receiver';
+import { DEFAULTS } from '../lib/winston/options';
+import { TRANSPORT_OPTION_KEYS } from '../lib/winston/option-names';
+import type { Decoding } from '../lib/tools/receiver';
 import { receiver, transport } from './support/helpers';
 
 const root = join(__dirname, '..');
@@ -23,7 +23,7 @@ function tomlBlocks(file: string): Array<Record<string, any>> {
   return [...read(file).matchAll(/```toml\n([\s\S]*?)```/g)].map((m) => parseToml(m[1]!) as Record<string, any>);
 }
 
-/** What Vector's http_server source does with a body, for its config (as lib/receiver.ts models it). */
+/** What Vector's http_server source does with a body, for its config (as lib/tools/receiver.ts models it). */
 function decodingOf(source: Record<string, any>): Decoding {
   assert.equal(source.encoding, undefined, 'no legacy `encoding` option');
   if (source.decoding?.codec !== 'json') return 'bytes';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse as parseToml } from 'smol-toml';
 import winston from 'winston';
-import { type Decoding } from '../lib/receiver';
+import { type Decoding } from '../lib/tools/receiver';
 import { receiver, tempDir, transport, until } from './support/helpers';
 
 const examples = join(__dirname, '..', 'examples');

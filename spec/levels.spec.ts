@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import winston from 'winston';
-import { LevelTable, LogLevel } from '../lib/levels';
+import { LevelTable, LogLevel } from '../lib/winston/levels';
 
 const table = (levels: Record<string, number> | undefined, user: Record<string, number> = {}) => {
   const t = new LevelTable(levels, user);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { resolveOptions, type VectorTransportOptions } from '../lib/options';
+import { resolveOptions, type VectorTransportOptions } from '../lib/winston/options';
 
 const base: VectorTransportOptions = { vectorUrl: 'http://localhost:8080', project: 'p', table: 't' };
 

@@ -48,11 +48,11 @@ describe('package', () => {
     const res = spawnSync('npm', ['pack', '--dry-run', '--json'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
     assert.equal(res.status, 0, res.stderr);
     const files: string[] = JSON.parse(res.stdout)[0].files.map((f: { path: string }) => f.path);
-    for (const f of files) assert.match(f, /^(dist\/[\w-]+\.(js|d\.ts)|docs\/[\w-]+\.md|package\.json|README\.md|CHANGELOG\.md|LICENSE)$/, f);
-    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'docs/record-format.md', 'README.md', 'LICENSE']) assert.ok(files.includes(needed), needed);
+    for (const f of files) assert.match(f, /^(dist\/(?:(?:winston|queue|delivery|tools)\/)?[\w-]+\.(js|d\.ts)|docs\/[\w-]+\.md|package\.json|README\.md|CHANGELOG\.md|LICENSE)$/, f);
+    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/tools/cli.js', 'docs/record-format.md', 'README.md', 'LICENSE']) assert.ok(files.includes(needed), needed);
     const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
-    assert.equal(pkg.bin['winston-vector'], 'dist/cli.js');
-    assert.match(readFileSync(join(root, 'dist', 'cli.js'), 'utf8'), /^#!\/usr\/bin\/env node\n/);
+    assert.equal(pkg.bin['winston-vector'], 'dist/tools/cli.js');
+    assert.match(readFileSync(join(root, 'dist', 'tools', 'cli.js'), 'utf8'), /^#!\/usr\/bin\/env node\n/);
   });
 
   it('the published types resolve for CommonJS, ESM and bundlers (@arethetypeswrong/cli)', () => {

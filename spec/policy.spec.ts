@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { backoffDelay, classifyStatus, parseRetryAfter } from '../lib/policy';
+import { backoffDelay, classifyStatus, parseRetryAfter } from '../lib/delivery/policy';
 
 describe('policy', () => {
   const table: Array<[number, string]> = [

@@ -14,7 +14,7 @@ import winston from 'winston';
 import { VectorTransport } from '../lib/index';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
 
-const bin = join(__dirname, '..', 'dist', 'cli.js');
+const bin = join(__dirname, '..', 'dist', 'tools', 'cli.js');
 
 function exec(db: sqlite3.Database, sql: string): Promise<void> {
   return new Promise((resolve, reject) => db.exec(sql, (err) => (err ? reject(err) : resolve())));

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { prepareDatabaseFile, SqliteQueue, type DropReason, type QueueOptions } from '../lib/queue';
+import { prepareDatabaseFile, SqliteQueue, type DropReason, type QueueOptions } from '../lib/queue/queue';
 import { tempDir } from './support/helpers';
 
 const SOAK = process.env.WV_SOAK === '1';

@@ -4,10 +4,10 @@ import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from '
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import sqlite3 from 'sqlite3';
-import { RecordBatch } from '../lib/batch';
+import { RecordBatch } from '../lib/delivery/batch';
 import { VectorQueueError } from '../lib/errors';
 import { VectorTransport } from '../lib/index';
-import { PARTS_PER_INSERT, prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue';
+import { PARTS_PER_INSERT, prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue/queue';
 import { tempDir } from './support/helpers';
 
 const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: string[] } => {
@@ -148,7 +148,7 @@ describe('SqliteQueue', () => {
 
   it('leases of a process that died are freed when the queue opens', async () => {
     const path = join(tempDir(), 'q.db');
-    const dist = join(__dirname, '..', 'dist', 'queue.js');
+    const dist = join(__dirname, '..', 'dist', 'queue', 'queue.js');
     const script = `
       const { SqliteQueue, prepareDatabaseFile } = require(${JSON.stringify(dist)});
       (async () => {

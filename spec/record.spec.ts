@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import winston from 'winston';
-import { LevelTable } from '../lib/levels';
-import { buildRecord, extraCareful, extraFast, type RecordContext } from '../lib/record';
-import { MAX_DEPTH } from '../lib/serialize';
+import { LevelTable } from '../lib/winston/levels';
+import { buildRecord, extraCareful, extraFast, type RecordContext } from '../lib/winston/record';
+import { MAX_DEPTH } from '../lib/winston/serialize';
 import { receiver, transport } from './support/helpers';
 import type { VectorTransportOptions } from '../lib/index';
 

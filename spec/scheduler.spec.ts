@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import type { VectorDeliveryError } from '../lib/errors';
-import type { Queue, QueuedRecord } from '../lib/queue';
-import { Scheduler, type SchedulerOptions } from '../lib/scheduler';
-import type { ShipResult, Shipper } from '../lib/shipper';
+import type { Queue, QueuedRecord } from '../lib/queue/queue';
+import { Scheduler, type SchedulerOptions } from '../lib/delivery/scheduler';
+import type { ShipResult, Shipper } from '../lib/delivery/shipper';
 
 class MemoryQueue implements Queue {
   rows: Array<QueuedRecord & { leased: boolean }> = [];

@@ -11,11 +11,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import winston from 'winston';
-import { resolveOptions } from '../lib/options';
+import { resolveOptions } from '../lib/winston/options';
 import { collectSecrets, describeRefusedUrl } from '../lib/secrets';
 import { tempDir, transport } from './support/helpers';
 
-const bin = join(__dirname, '..', 'dist', 'cli.js');
+const bin = join(__dirname, '..', 'dist', 'tools', 'cli.js');
 const cli = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
 
 /**

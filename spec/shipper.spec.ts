@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { describe, it } from 'node:test';
 import winston from 'winston';
-import { HttpShipper } from '../lib/shipper';
+import { HttpShipper } from '../lib/delivery/shipper';
 import { receiver, transport } from './support/helpers';
 
 const log250 = (t: ReturnType<typeof transport>) => {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import winston from 'winston';
 import { VectorTransport } from '../lib/index';
-import { Connection } from '../lib/sqlite';
+import { Connection } from '../lib/queue/sqlite';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
 import type { VectorReceiver } from './support/vector-receiver';
 

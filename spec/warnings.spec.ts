@@ -16,7 +16,7 @@ function service(listen: 'none' | 'transport' | 'logger', nodeArgs: string[] = [
   const script = `
     const winston = require('winston');
     const { VectorTransport } = require(${JSON.stringify(join(dist, 'index.js'))});
-    const { VectorReceiver } = require(${JSON.stringify(join(dist, 'receiver.js'))});
+    const { VectorReceiver } = require(${JSON.stringify(join(dist, 'tools', 'receiver.js'))});
     (async () => {
       const r = await new VectorReceiver().start();
       await r.stop();

@@ -1,2 +1,2 @@
 // The Vector stand-in ships with the package (the CLI's `receive` and `demo`); tests use the same one.
-export * from '../../lib/receiver';
+export * from '../../lib/tools/receiver';

@@ -1,7 +1,7 @@
 import pRetry from 'p-retry';
-import { VectorDeliveryError } from './errors';
+import { VectorDeliveryError } from '../errors';
 import { backoffDelay } from './policy';
-import type { Queue, QueuedRecord } from './queue';
+import type { Queue, QueuedRecord } from '../queue/queue';
 import type { ShipFailure, Shipper, ShipResult } from './shipper';
 
 export interface SchedulerOptions {

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { hostname } from 'node:os';
-import { RecordBatch } from './batch';
-import { VectorQueueError } from './errors';
+import { RecordBatch } from '../delivery/batch';
+import { VectorQueueError } from '../errors';
 import { APPLICATION_ID, fileKind, pidAlive, prepareDatabaseFile, QUEUE_TABLES, SCHEMA_VERSION } from './queue-file';
 import { Connection } from './sqlite';
 
@@ -461,7 +461,7 @@ export class SqliteQueue implements Queue {
   }
 
   /**
-   * Commits records another process wrote out at its exit (lib/spill.ts), under the destination
+   * Commits records another process wrote out at its exit (lib/queue/spill.ts), under the destination
    * they were logged for (undefined: this queue's).
    */
   restore(rows: readonly string[], destination: string | undefined): Promise<void> {

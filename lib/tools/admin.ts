@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { idsIn } from './queue';
-import { Connection } from './sqlite';
+import { idsIn } from '../queue/queue';
+import { Connection } from '../queue/sqlite';
 
 /** The queue file is missing, or it is not a winston-vector queue. */
 export class QueueFileError extends Error {
@@ -116,7 +116,7 @@ export async function queueStatus(dbPath: string, now = Date.now()): Promise<Que
       lastError: entry('last_error'),
       lastSuccess: entry('last_success'),
       held: leases.map((l) => {
-        // Owners are `host:pid:random` (lib/queue.ts).
+        // Owners are `host:pid:random` (lib/queue/queue.ts).
         const [host = l.owner, pid] = l.owner.split(':');
         const n = Number(pid);
         return { owner: l.owner, host, pid: Number.isInteger(n) ? n : undefined, records: l.n, leaseEndsInMs: Math.max(0, l.until - now) };

@@ -10,10 +10,10 @@ import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { listDeadLetters, purgeDeadLetters, QueueFileError, type QueueStatus, queueStatus, retryDeadLetters } from './admin';
 import { runDemo } from './demo';
-import { redact } from './errors';
-import { destinationKey } from './options';
+import { redact } from '../errors';
+import { destinationKey } from '../winston/options';
 import { type Decoding, VectorReceiver } from './receiver';
-import { VectorTransport } from './transport';
+import { VectorTransport } from '../winston/transport';
 
 export const EXIT = Object.freeze({ OK: 0, INCOMPLETE: 1, USAGE: 2, QUEUE_FILE: 3, PORT_IN_USE: 4 });
 

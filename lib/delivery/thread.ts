@@ -1,5 +1,5 @@
 /**
- * The main thread's side of the delivery worker (lib/worker.ts): one worker thread per process,
+ * The main thread's side of the delivery worker (lib/delivery/worker.ts): one worker thread per process,
  * shared by every transport, started with the first and ended when the last one closes. It never
  * keeps the process alive by itself (unref'd), except while a caller awaits an answer from it
  * (`hold`), so `await transport.close()` at the end of a script still gets one.
@@ -7,7 +7,7 @@
 import { extname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { SharedBatch } from './batch';
-import type { DeliveryAction } from './errors';
+import type { DeliveryAction } from '../errors';
 
 /** A commit of this many records or more (waiting, or under way) means the logger is in a burst: the worker's requests wait for it. */
 export const BURST_ROWS = 1000;
@@ -72,7 +72,7 @@ function startWorker(control: Int32Array): Worker {
 /** The worker's young generation, in MiB. */
 const YOUNG_MB = 4;
 
-/** [stop, SQLite statements in flight] of the process's delivery worker (see lib/sqlite.ts). */
+/** [stop, SQLite statements in flight] of the process's delivery worker (see lib/queue/sqlite.ts). */
 const control = new Int32Array(new SharedArrayBuffer(8));
 
 /**

@@ -2,7 +2,7 @@ import sqlite3 from 'sqlite3';
 
 /**
  * [stop, statements in flight], shared with the main thread when this runs in the delivery worker
- * (lib/delivery.ts). A process that exits ends the worker thread; a statement that completes while
+ * (lib/delivery/thread.ts). A process that exits ends the worker thread; a statement that completes while
  * the thread is torn down makes node-sqlite3 abort the whole process. So at the exit the main
  * thread sets `stop` (no statement starts any more) and waits, bounded, for those in flight.
  */

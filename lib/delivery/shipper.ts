@@ -4,9 +4,9 @@ import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import zlib, { gzip as gzipCb, gzipSync } from 'node:zlib';
 import axios, { type AxiosInstance } from 'axios';
-import { safeCause } from './errors';
+import { safeCause } from '../errors';
 import { type Action, classifyStatus, parseRetryAfter } from './policy';
-import { NO_SECRETS, type Secrets } from './secrets';
+import { NO_SECRETS, type Secrets } from '../secrets';
 
 const gzip = promisify(gzipCb);
 
@@ -31,7 +31,7 @@ export interface Delivered {
   readonly unanswered?: undefined;
 }
 
-/** Any other answer, with what it means for the batch (lib/policy.ts). */
+/** Any other answer, with what it means for the batch (lib/delivery/policy.ts). */
 export interface Refused {
   readonly action: Exclude<Action, 'delivered'>;
   readonly status: number;

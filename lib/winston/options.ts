@@ -1,7 +1,7 @@
 import type { AgentOptions } from 'node:https';
 import type { TransportStreamOptions } from 'winston-transport';
 import { refuseUnknownKeys, TRANSPORT_OPTION_KEYS } from './option-names';
-import { collectSecrets, describeRefusedUrl, type Secrets } from './secrets';
+import { collectSecrets, describeRefusedUrl, type Secrets } from '../secrets';
 
 /** Options of {@link VectorTransport}. Durations are milliseconds. */
 export interface VectorTransportOptions extends TransportStreamOptions {

@@ -1,5 +1,5 @@
 /**
- * The delivery worker: one thread per process (started by lib/delivery.ts) that owns every
+ * The delivery worker: one thread per process (started by lib/delivery/thread.ts) that owns every
  * transport's SQLite connection, scheduler and shipper, so the application's main thread does only
  * what must happen there (winston's call, building the record, handing its bytes over).
  *
@@ -10,16 +10,16 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatch } from './batch';
-import { BURST_ROWS, type FromWorker, type ToWorker, type WireCause } from './delivery';
-import type { VectorDeliveryError } from './errors';
-import { LevelTable } from './levels';
-import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from './options';
-import { ForeignFileError, SqliteQueue } from './queue';
-import { noticeRecord, type RecordContext } from './record';
+import { BURST_ROWS, type FromWorker, type ToWorker, type WireCause } from './thread';
+import type { VectorDeliveryError } from '../errors';
+import { LevelTable } from '../winston/levels';
+import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from '../winston/options';
+import { ForeignFileError, SqliteQueue } from '../queue/queue';
+import { noticeRecord, type RecordContext } from '../winston/record';
 import { Scheduler } from './scheduler';
 import { HttpShipper } from './shipper';
-import { guardStatements } from './sqlite';
-import { claimSpills } from './spill';
+import { guardStatements } from '../queue/sqlite';
+import { claimSpills } from '../queue/spill';
 
 /** Backoff between attempts to open the queue file, in ms. */
 const OPEN_RETRY_BASE_MS = 250;

@@ -7,7 +7,7 @@
  */
 import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { VectorQueueError } from './errors';
+import { VectorQueueError } from '../errors';
 
 /** `PRAGMA application_id` of a queue file: "wvq1". */
 export const APPLICATION_ID = 0x77767131;

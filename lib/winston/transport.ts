@@ -1,16 +1,16 @@
 import TransportStream from 'winston-transport';
-import { BatchWriter, RecordBatch } from './batch';
-import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from './delivery';
-import { VectorDeliveryError, VectorQueueError } from './errors';
+import { BatchWriter, RecordBatch } from '../delivery/batch';
+import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from '../delivery/thread';
+import { VectorDeliveryError, VectorQueueError } from '../errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
-import { prepareDatabaseFile } from './queue';
+import { prepareDatabaseFile } from '../queue/queue';
 import { buildRecord, noticeRecord, type RecordContext } from './record';
-import type { DeliveryStats } from './scheduler';
+import type { DeliveryStats } from '../delivery/scheduler';
 import { toJson } from './serialize';
-import { writeSpill } from './spill';
+import { writeSpill } from '../queue/spill';
 
-/** Transports whose records must be spilled if the process exits (see lib/spill.ts). */
+/** Transports whose records must be spilled if the process exits (see lib/queue/spill.ts). */
 const live = new Set<VectorTransport>();
 let exitHooked = false;
 
@@ -145,7 +145,7 @@ export class VectorTransport extends TransportStream {
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
   /**
-   * Records built and waiting for the next commit, as UTF-8 in reused chunks (lib/batch.ts), and
+   * Records built and waiting for the next commit, as UTF-8 in reused chunks (lib/delivery/batch.ts), and
    * their infos, for 'logged' listeners.
    */
   private readonly uncommitted = new BatchWriter();

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { RecordBatch } from './batch';
+import type { RecordBatch } from '../delivery/batch';
 import { pidAlive } from './queue-file';
 
 const SPILL = '.spill-';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import winston from 'winston';
 import { VectorReceiver } from './receiver';
-import { VectorTransport } from './transport';
+import { VectorTransport } from '../winston/transport';
 
 /**
  * The one-command demo: a local stand-in for Vector's http_server source, a winston logger with
