@@ -21,7 +21,7 @@ import sqlite3 from 'sqlite3';
 import TransportStream from 'winston-transport';
 import { BatchWriter } from '../dist/delivery/batch.js';
 import { LevelTable } from '../dist/winston/levels.js';
-import { SCHEMA, insertStatement } from '../dist/queue/queue.js';
+import { SCHEMA, insertStatement } from '../dist/queue/sql.js';
 import { buildRecord, type RecordContext } from '../dist/winston/record.js';
 import { HttpShipper } from '../dist/delivery/shipper.js';
 

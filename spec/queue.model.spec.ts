@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { prepareDatabaseFile, SqliteQueue, type DropReason, type QueueOptions } from '../lib/queue/queue';
+import { openQueue } from '../lib/queue/open';
+import type { DropReason, QueueOptions, SqliteQueue } from '../lib/queue/queue';
+import { prepareDatabaseFile } from '../lib/queue/queue-file';
 import { tempDir } from './support/helpers';
 
 const SOAK = process.env.WV_SOAK === '1';
@@ -50,7 +52,7 @@ class Real {
     };
   }
   async open(owner: Owner) {
-    this.queues[owner] = await SqliteQueue.open(this.file, this.options());
+    this.queues[owner] = await openQueue(this.file, this.options());
   }
 }
 

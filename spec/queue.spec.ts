@@ -7,7 +7,10 @@ import sqlite3 from 'sqlite3';
 import { RecordBatch } from '../lib/delivery/batch';
 import { VectorQueueError } from '../lib/errors';
 import { VectorTransport } from '../lib/index';
-import { PARTS_PER_INSERT, prepareDatabaseFile, SqliteQueue, type QueueOptions, type QueuedRecord } from '../lib/queue/queue';
+import { openQueue as openFile } from '../lib/queue/open';
+import type { QueueOptions, QueuedRecord } from '../lib/queue/queue';
+import { prepareDatabaseFile } from '../lib/queue/queue-file';
+import { PARTS_PER_INSERT } from '../lib/queue/sql';
 import { tempDir } from './support/helpers';
 
 const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: string[] } => {
@@ -29,7 +32,7 @@ const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: stri
 async function openQueue(file?: string, over: Partial<QueueOptions> = {}) {
   const path = file ?? join(tempDir(), 'q.db');
   prepareDatabaseFile(path);
-  return { path, queue: await SqliteQueue.open(path, opts(over)) };
+  return { path, queue: await openFile(path, opts(over)) };
 }
 
 const bodies = (from: number, n: number) => Array.from({ length: n }, (_, i) => `{"n":${from + i}}`);
@@ -148,12 +151,13 @@ describe('SqliteQueue', () => {
 
   it('leases of a process that died are freed when the queue opens', async () => {
     const path = join(tempDir(), 'q.db');
-    const dist = join(__dirname, '..', 'dist', 'queue', 'queue.js');
+    const dist = join(__dirname, '..', 'dist', 'queue');
     const script = `
-      const { SqliteQueue, prepareDatabaseFile } = require(${JSON.stringify(dist)});
+      const { openQueue } = require(${JSON.stringify(join(dist, 'open.js'))});
+      const { prepareDatabaseFile } = require(${JSON.stringify(join(dist, 'queue-file.js'))});
       (async () => {
         prepareDatabaseFile(${JSON.stringify(path)});
-        const q = await SqliteQueue.open(${JSON.stringify(path)}, { leaseMs: 600000, synchronous: 'normal', busyTimeout: 5000, maxQueueBytes: 1e8, overflow: 'drop-oldest', maxDeadLetters: 10, onWarn() {} });
+        const q = await openQueue(${JSON.stringify(path)}, { leaseMs: 600000, synchronous: 'normal', busyTimeout: 5000, maxQueueBytes: 1e8, overflow: 'drop-oldest', maxDeadLetters: 10, onWarn() {} });
         await q.append(['{"a":1}', '{"a":2}']);
         const c = await q.claim(10);
         process.stdout.write(String(c.length));
@@ -163,7 +167,7 @@ describe('SqliteQueue', () => {
     const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(res.stdout, '2');
     assert.equal(res.signal, 'SIGKILL');
-    const queue = await SqliteQueue.open(path, opts());
+    const queue = await openFile(path, opts());
     assert.deepEqual((await queue.claim(10)).map((r) => r.body), ['{"a":1}', '{"a":2}']);
     await queue.close();
   });
@@ -173,7 +177,7 @@ describe('SqliteQueue', () => {
     await queue.append(bodies(0, 2));
     await queue.claim(2);
     await queue.close();
-    const again = await SqliteQueue.open(path, opts());
+    const again = await openFile(path, opts());
     assert.equal((await again.claim(10)).length, 2);
     await again.close();
   });

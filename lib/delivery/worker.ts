@@ -14,7 +14,8 @@ import { BURST_ROWS, type FromWorker, type ToWorker, type WireCause } from './th
 import type { VectorDeliveryError } from '../errors';
 import { LevelTable } from '../winston/levels';
 import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from '../winston/options';
-import { ForeignFileError, SqliteQueue } from '../queue/queue';
+import { ForeignFileError, openQueue } from '../queue/open';
+import type { SqliteQueue } from '../queue/queue';
 import { noticeRecord, type RecordContext } from '../winston/record';
 import { Scheduler } from './scheduler';
 import { HttpShipper } from './shipper';
@@ -81,7 +82,7 @@ async function open(tid: number, t: Transport, file: string, ctx: RecordContext,
     }
     let queue: SqliteQueue | undefined;
     try {
-      queue = await SqliteQueue.open(file, {
+      queue = await openQueue(file, {
         leaseMs: c.leaseTimeout,
         synchronous: c.synchronous,
         busyTimeout: 10_000,

@@ -6,6 +6,7 @@
  * it would write, and maybe set aside, whatever file it points at.
  */
 import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { VectorQueueError } from '../errors';
 
@@ -115,4 +116,10 @@ export function pidAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** An owner token (`host:pid:random`) of another process of this host that no longer runs. */
+export function ownerDied(owner: string): boolean {
+  const [host, pid] = owner.split(':');
+  return host === hostname() && Number(pid) !== process.pid && !pidAlive(Number(pid));
 }

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, renameSync, statfsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { hostname } from 'node:os';
 import { RecordBatch } from '../delivery/batch';
 import { VectorQueueError } from '../errors';
-import { APPLICATION_ID, fileKind, pidAlive, prepareDatabaseFile, QUEUE_TABLES, SCHEMA_VERSION } from './queue-file';
-import { Connection } from './sqlite';
+import { Drops, type DropReason, type Notice } from './drops';
+import { ownerDied } from './queue-file';
+import { batchBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
+import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT } from './sql';
+import type { Connection } from './sqlite';
 
 /** One record waiting in the queue, as it will be sent. */
 export interface QueuedRecord {
@@ -36,8 +37,7 @@ export interface Queue {
   note?(key: 'last_error' | 'last_success', value: string, at?: number): void;
 }
 
-/** Why records left the queue without being delivered. */
-export type DropReason = 'queue-full' | 'disk-full' | 'max-age' | 'dead-letter-overflow' | 'damaged-file';
+export type { DropReason } from './drops';
 
 export interface QueueOptions {
   /** How long a claim holds records before another process may take them, in ms. */
@@ -66,151 +66,6 @@ export interface QueueOptions {
   readonly destination?: string;
 }
 
-/** Estimated bytes a row costs beyond its body (rowid, columns, b-tree cell). */
-const ROW_OVERHEAD = 48;
-const textBytes = (bodies: readonly string[]) => bodies.reduce((n, b) => n + Buffer.byteLength(b) + ROW_OVERHEAD, 0);
-const batchBytes = (rows: RecordBatch) => rows.byteLength + rows.length * ROW_OVERHEAD;
-/** What each row of `rows` costs, in order. */
-const rowCosts = (rows: RecordBatch) => rows.sizes().map((n) => n + ROW_OVERHEAD);
-
-/** A record that tells the downstream how many records were dropped, and why. */
-interface Notice {
-  readonly reason: DropReason;
-  readonly count: number;
-  readonly body: string;
-}
-
-/**
- * Rows per INSERT statement (its SQL grows ~20 bytes a row). A commit is one statement, so one trip
- * to SQLite's worker thread: each trip waits for the main thread to be free, and a busy logger would
- * otherwise hold every step of a multi-statement transaction back.
- */
-const ROWS_PER_INSERT = 32_000;
-
-/**
- * Chunk parts per INSERT: one parameter each, and the `CASE` that picks a row's part has one branch
- * each (so it is bounded: records longer than a chunk have a chunk each). A burst of 16,384 records
- * fills five 1 MiB chunks at ~300 bytes a record, 64 at ~4 KB; beyond that a commit is several
- * statements in one transaction. Measured alone at ~1 KB a record, 32 parts a statement rather than
- * 8 (one statement a burst instead of two): 6.2-6.5 → 5.8-6.2 µs of CPU a row.
- */
-export const PARTS_PER_INSERT = 64;
-
-/**
- * One INSERT of `rows`. Each chunk part is bound once, as bytes (?2, ?3, ...), and each row is a
- * VALUES row of integers: (its part's parameter, its 1-based offset there, its length), so no row is
- * a JS object or a parameter of its own. SQLite cuts each body out with `substr` and stores it as
- * TEXT (the bytes are UTF-8). VALUES rows are inserted in their order, so ids follow the order of
- * logging. node-sqlite3 copies the bound bytes before `run` returns, so the chunks can be reused.
- */
-export function insertStatement(rows: RecordBatch, now: number, destination: string | null = null): [string, unknown[]] {
-  const params: unknown[] = [now];
-  let values = '';
-  rows.forEachPart(
-    (offset, length) => (values += `(${params.length + 1},${offset + 1},${length}),`),
-    (bytes) => params.push(bytes),
-  );
-  let pick = '';
-  for (let p = 2; p <= params.length; p++) pick += ` WHEN ${p} THEN ?${p}`;
-  params.push(destination);
-  const sql = `INSERT INTO records (body, created_at, destination) SELECT CAST(substr(CASE column1${pick} END, column2, column3) AS TEXT), ?1, ?${params.length} FROM (VALUES ${values.slice(0, -1)})`;
-  return [sql, params];
-}
-
-/** The queue file's tables (bench/floor.ts makes the same file). */
-export const SCHEMA = `
-CREATE TABLE IF NOT EXISTS records (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  body TEXT NOT NULL,
-  created_at INTEGER NOT NULL,
-  lease_owner TEXT,
-  lease_until INTEGER NOT NULL DEFAULT 0,
-  -- Set on the notice records that stand for dropped ones: what they report.
-  notice_reason TEXT,
-  notice_count INTEGER,
-  -- The Vector the record was logged for (its URL without credentials); NULL: any.
-  destination TEXT
-);
-CREATE TABLE IF NOT EXISTS counters (
-  name TEXT PRIMARY KEY,
-  value INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS state (
-  key TEXT PRIMARY KEY,
-  value TEXT NOT NULL,
-  at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-  id INTEGER PRIMARY KEY,
-  body TEXT NOT NULL,
-  created_at INTEGER NOT NULL,
-  failed_at INTEGER NOT NULL,
-  status INTEGER,
-  reason TEXT NOT NULL
-);
-`;
-
-export { prepareDatabaseFile } from './queue-file';
-
-/** Rows read at a time from a damaged file (fewer, down to one, where a read fails). */
-const SALVAGE_RANGE = 500;
-
-/** Consecutive rows of one destination, in order. */
-function groupBy(rows: ReadonlyArray<{ readonly body: string; readonly destination: string | null }>): Array<[string | null, string[]]> {
-  const out: Array<[string | null, string[]]> = [];
-  for (const r of rows) {
-    const last = out[out.length - 1];
-    if (last && last[0] === r.destination) last[1].push(r.body);
-    else out.push([r.destination, [r.body]]);
-  }
-  return out;
-}
-
-/** The file is not a queue: never retried, never touched. */
-export class ForeignFileError extends Error {
-  override readonly name = 'ForeignFileError';
-}
-
-function isCorrupt(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || (err as { corrupt?: boolean }).corrupt === true;
-}
-
-/**
- * `id` in `ids` as SQL: a range when the ids are consecutive (one process shipping its own claims:
- * the common case), else the list as JSON.
- */
-export function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] {
-  const first = ids[0]!;
-  const last = ids[ids.length - 1]!;
-  if (last - first + 1 === ids.length && ids.every((id, i) => id === first + i)) return ['id BETWEEN ? AND ?', [first, last]];
-  return ['id IN (SELECT value FROM json_each(?))', [JSON.stringify(ids)]];
-}
-
-/** The WAL's budget: a sixteenth of maxQueueBytes (or of the disk), within these bounds. */
-const WAL_BUDGET_MIN = 8 * 1024;
-const WAL_BUDGET_MAX = 4 * 1024 * 1024;
-/** What the WAL's shared-memory index takes on disk (it grows by as much per ~4000 WAL frames). */
-const SHM_BYTES = 32 * 1024;
-/** Disk kept free beyond the WAL's allowance: for a checkpoint, the counters, a notice. */
-const DISK_RESERVE = 64 * 1024;
-
-function sizeOf(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
-
-const isFull = (err: unknown) => (err as { code?: unknown }).code === 'SQLITE_FULL';
-
-/** An owner token (`host:pid:random`) of another process of this host that no longer runs. */
-function ownerDied(owner: string): boolean {
-  const [host, pid] = owner.split(':');
-  return host === hostname() && Number(pid) !== process.pid && !pidAlive(Number(pid));
-}
-
 /** The durable queue: one SQLite file in WAL mode, shared safely by several processes. */
 export class SqliteQueue implements Queue {
   /** Identifies this queue's leases: host, pid and a random part. */
@@ -219,33 +74,16 @@ export class SqliteQueue implements Queue {
   private writeScheduled = false;
   private closed = false;
   private readonly now: () => number;
-  private pageSize = 4096;
   /** The ack waiting for its turn on the connection, which later acks join. */
   private waitingAck: { parts: Array<readonly number[]>; done: Promise<number | Set<number>> } | undefined;
-  /**
-   * Drops not yet told downstream, not yet added to the file's `unreported:<reason>` counters. The
-   * file keeps what no notice has told yet, so any process that writes or claims next (also after
-   * a restart) ships the notice; a notice's insert takes its count off in the same transaction.
-   */
-  private readonly unreported = new Map<DropReason, number>();
-  /** The file may hold unreported drops: true at open and after a drop, false once none was found. */
-  private mayHaveUnreported = true;
-
   private constructor(
     private readonly conn: Connection,
     private readonly options: QueueOptions,
     private readonly file: string,
   ) {
     this.now = options.now ?? Date.now;
-    // A sixteenth of what the queue can take: maxQueueBytes, or the disk when that is smaller.
-    let disk = Number.POSITIVE_INFINITY;
-    try {
-      const fs = statfsSync(dirname(file));
-      disk = fs.bavail * fs.bsize + sizeOf(file) + sizeOf(`${file}-wal`);
-    } catch {
-      // no statfs: maxQueueBytes alone
-    }
-    this.walBudget = Math.min(WAL_BUDGET_MAX, Math.max(WAL_BUDGET_MIN, Math.floor(Math.min(options.maxQueueBytes, disk) / 16)));
+    this.space = new Space(conn, file, options.maxQueueBytes, this.now);
+    this.drops = new Drops(conn, options.overflow, options.onDrop, options.notice);
   }
 
   /** @internal A test seam: the queue's own connection (to set a page limit, or watch its statements). */
@@ -253,148 +91,28 @@ export class SqliteQueue implements Queue {
     return this.conn;
   }
 
-  /** Opens (or creates) the queue. A corrupt file is set aside, renamed and kept, and a new one is made. */
-  static async open(file: string, options: QueueOptions): Promise<SqliteQueue> {
-    try {
-      return await SqliteQueue.openOnce(file, options);
-    } catch (err) {
-      // Only a file that is recognisably ours is set aside; any other is left as it is.
-      if (!isCorrupt(err) || fileKind(file) !== 'ours') throw err;
-      const aside = `${file}.corrupt-${Date.now()}`;
-      for (const suffix of ['', '-wal', '-shm']) {
-        if (existsSync(file + suffix)) renameSync(file + suffix, aside + suffix);
-      }
-      prepareDatabaseFile(file);
-      const queue = await SqliteQueue.openOnce(file, options);
-      const { saved, lost } = await queue.salvage(aside);
-      options.onWarn(
-        `queue file ${file} was unreadable; set aside as ${aside}, a new one was created; ${saved} record(s) read from it were kept, ${lost} could not be read (dropped as damaged-file)`,
-        err,
-      );
-      return queue;
-    }
-  }
-
   /**
-   * Reads what SQLite can still read of the records in a damaged file (set aside) into this queue,
-   * in their order, range by range; the records of the ranges it cannot read are counted as
-   * dropped (`damaged-file`, estimated from their ids), and a notice tells downstream.
+   * @internal The queue on a connection whose file openQueue has checked: its WAL bounds, its mark
+   * in the file (so a crash is told at the next open), and the leases of dead processes freed.
    */
-  private async salvage(aside: string): Promise<{ saved: number; lost: number }> {
-    let saved = 0;
-    let lost = 0;
-    let old: Connection | undefined;
-    try {
-      old = await Connection.open(aside, 1000, false);
-      // A truncated file is refused whole unless the schema may be read as it is (read only here).
-      await old.exec('PRAGMA writable_schema = ON').catch(() => undefined);
-      // The last id given out (AUTOINCREMENT keeps it in a small table of its own), else the largest.
-      // (Bounded by what the file could hold, in case the damage reaches that number too.)
-      const last = Math.min(
-        Math.ceil(statSync(aside).size / 8),
-        (await old.get<{ n: number }>("SELECT seq AS n FROM sqlite_sequence WHERE name = 'records'").catch(() => undefined))?.n ??
-          (await old.get<{ n: number }>('SELECT max(id) AS n FROM records').catch(() => undefined))?.n ??
-          0,
-      );
-      // Walk forward from the oldest (rows below it were delivered, so the ids above it are what
-      // waited), fewer rows at a time where a read fails, down to one: an id that cannot be read
-      // is counted as lost.
-      let after = 0;
-      let limit = SALVAGE_RANGE;
-      for (;;) {
-        let rows: Array<{ id: number; body: string; destination: string | null }>;
-        try {
-          rows = await old.all('SELECT id, CAST(body AS TEXT) AS body, destination FROM records WHERE id > ? ORDER BY id LIMIT ?', [after, limit]);
-        } catch {
-          if (limit > 1) {
-            limit = Math.ceil(limit / 10);
-            continue;
-          }
-          if (after >= last) break;
-          lost++;
-          after++;
-          continue;
-        }
-        if (rows.length === 0) break;
-        for (const [destination, group] of groupBy(rows)) {
-          await this.restore(group, destination ?? undefined);
-          saved += group.length;
-        }
-        after = rows[rows.length - 1]!.id;
-        limit = SALVAGE_RANGE;
-      }
-    } catch {
-      // nothing more can be read
-    } finally {
-      await old?.close().catch(() => undefined);
-    }
-    if (lost > 0) {
-      await this.conn.exclusive(async () => {
-        this.dropped('damaged-file', lost);
-        await this.saveCounters();
-      });
-    }
-    return { saved, lost };
+  static async started(conn: Connection, options: QueueOptions, file: string, pageSize: number): Promise<SqliteQueue> {
+    const queue = new SqliteQueue(conn, options, file);
+    queue.space.pageSize = pageSize;
+    // The WAL is checkpointed once it holds this much, and truncated back to it: it counts
+    // against maxQueueBytes (and the disk), so it must stay small.
+    const { walBudget } = queue.space;
+    await conn.exec(`PRAGMA wal_autocheckpoint = ${Math.max(1, Math.floor(walBudget / pageSize))}; PRAGMA journal_size_limit = ${walBudget};`);
+    await conn.run('INSERT OR REPLACE INTO state (key, value, at) VALUES (?, ?, ?)', [`open:${queue.owner}`, 'open', queue.now()]);
+    await queue.reclaimFromDeadProcesses();
+    return queue;
   }
 
-  /**
-   * Reads, before anything is written, whether the file is a queue: marked as one, or unmarked with
-   * no table but the queue's (a new file, or one written by an older version), which is marked now.
-   * Any other file is refused untouched.
-   */
-  private static async checkMark(conn: Connection, file: string): Promise<void> {
-    const id = (await conn.get<{ application_id: number }>('PRAGMA application_id'))?.application_id ?? 0;
-    if (id === APPLICATION_ID) return;
-    const tables = id === 0 ? await conn.all<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'") : [];
-    if (id !== 0 || tables.some((t) => !QUEUE_TABLES.has(t.name))) {
-      throw new ForeignFileError(`${file} is a SQLite file of another application, not a winston-vector queue; it was left as it is`);
-    }
-    await conn.exec(`PRAGMA application_id = ${APPLICATION_ID}; PRAGMA user_version = ${SCHEMA_VERSION};`);
-  }
-
-  private static async openOnce(file: string, options: QueueOptions): Promise<SqliteQueue> {
-    const conn = await Connection.open(file, options.busyTimeout);
-    try {
-      await SqliteQueue.checkMark(conn, file);
-      await conn.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${options.synchronous.toUpperCase()};`);
-      // A process that had the file open died without closing it: check the file before trusting
-      // it, so a truncated or damaged one is found here, not in the middle of a delivery. (A clean
-      // history skips the check: it reads the whole file, seconds for a large backlog.)
-      const crashed = await SqliteQueue.crashedOpeners(conn);
-      if (crashed.length > 0) {
-        const check = await conn.all<{ quick_check: string }>('PRAGMA quick_check(1)');
-        if (check[0]?.quick_check !== 'ok') {
-          throw Object.assign(new Error(`integrity check failed: ${check[0]?.quick_check ?? 'no answer'}`), { corrupt: true });
-        }
-      }
-      await conn.exec(SCHEMA);
-      const columns = await conn.all<{ name: string }>('SELECT name FROM pragma_table_info(\'records\')');
-      if (!columns.some((c) => c.name === 'destination')) await conn.exec('ALTER TABLE records ADD COLUMN destination TEXT');
-      const queue = new SqliteQueue(conn, options, file);
-      queue.pageSize = (await conn.get<{ page_size: number }>('PRAGMA page_size'))?.page_size ?? 4096;
-      // The WAL is checkpointed once it holds this much, and truncated back to it: it counts
-      // against maxQueueBytes (and the disk), so it must stay small.
-      await conn.exec(`PRAGMA wal_autocheckpoint = ${Math.max(1, Math.floor(queue.walBudget / queue.pageSize))}; PRAGMA journal_size_limit = ${queue.walBudget};`);
-      if (crashed.length > 0) await conn.run('DELETE FROM state WHERE key IN (SELECT value FROM json_each(?))', [JSON.stringify(crashed)]);
-      await conn.run('INSERT OR REPLACE INTO state (key, value, at) VALUES (?, ?, ?)', [`open:${queue.owner}`, 'open', queue.now()]);
-      await queue.reclaimFromDeadProcesses();
-      return queue;
-    } catch (err) {
-      await conn.close().catch(() => undefined);
-      throw err;
-    }
-  }
-
-  /** `open:` marks left in the file by processes of this host that no longer run. */
-  private static async crashedOpeners(conn: Connection): Promise<string[]> {
-    let rows: Array<{ key: string }>;
-    try {
-      rows = await conn.all<{ key: string }>("SELECT key FROM state WHERE key LIKE 'open:%'");
-    } catch (err) {
-      if (isCorrupt(err)) throw err;
-      return []; // a new file: no state table yet
-    }
-    return rows.map((r) => r.key).filter((key) => ownerDied(key.slice('open:'.length)));
+  /** @internal Records of a damaged file that could not be read: counted as dropped, and told. */
+  countDamaged(lost: number): Promise<void> {
+    return this.conn.exclusive(async () => {
+      this.drops.dropped('damaged-file', lost);
+      await this.drops.save();
+    });
   }
 
   append(records: RecordBatch | readonly string[], committed?: () => void): Promise<void> {
@@ -426,13 +144,13 @@ export class SqliteQueue implements Queue {
     const committed = hooks.length === 0 ? undefined : () => hooks.forEach((h) => h());
     try {
       rows = await this.makeRoom(rows);
-      const notices = this.mayHaveUnreported ? await this.takeNotices(rows, await this.room()) : [];
+      const notices = this.drops.mayHaveUnreported ? await this.drops.takeNotices(rows, await this.space.room()) : [];
       try {
         await this.insertAll(rows, notices, undefined, committed);
       } catch (err) {
         if (!isFull(err)) throw err;
         // The disk (or SQLite's page limit) is full: the WAL's space first, then the policy decides who goes.
-        await this.checkpoint();
+        await this.space.checkpoint();
         const attempt = () =>
           this.insertAll(rows, notices, undefined, committed).then(
             () => true,
@@ -443,17 +161,17 @@ export class SqliteQueue implements Queue {
           );
         let written = await attempt();
         if (!written && this.options.overflow === 'drop-oldest') {
-          const need = batchBytes(rows) * 2 + 16 * this.pageSize;
+          const need = batchBytes(rows) * 2 + 16 * this.space.pageSize;
           if ((await this.dropOldest(need, 'disk-full').catch((e: unknown) => (isFull(e) ? 0 : Promise.reject(e)))) > 0) {
-            await this.checkpoint();
+            await this.space.checkpoint();
             written = await attempt();
           }
         }
         // The notices' counts were taken off inside the transaction that failed: still in the file.
-        if (!written) this.dropped('disk-full', rows.length);
+        if (!written) this.drops.dropped('disk-full', rows.length);
       }
-      await this.saveCounters().catch(() => undefined);
-      await this.trimWal();
+      await this.drops.save().catch(() => undefined);
+      await this.space.trimWal();
       for (const item of items) item.resolve();
     } catch (err) {
       for (const item of items) item.reject(err);
@@ -494,97 +212,38 @@ export class SqliteQueue implements Queue {
     }, committed);
   }
 
-  /**
-   * Bytes that may still be written. Under `maxQueueBytes`: the pages in use, the shared-memory
-   * file, and what the WAL may hold after a commit (it is truncated back to twice its budget)
-   * count. On the disk: what is free, plus the pages SQLite can reuse, less that WAL allowance and a
-   * reserve, so there is always room to delete, and to move the WAL into the file.
-   */
-  private async room(): Promise<number> {
-    const row = await this.conn.get<{ used: number; free: number }>(
-      'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used, (SELECT freelist_count FROM pragma_freelist_count()) AS free',
-    );
-    const pages = (row?.used ?? 0) * this.pageSize;
-    const wal = sizeOf(`${this.file}-wal`);
-    const shm = sizeOf(`${this.file}-shm`);
-    this.usage = pages + wal + shm;
-    const residual = 2 * this.walBudget;
-    const byBound = this.options.maxQueueBytes - pages - Math.max(shm, SHM_BYTES) - residual;
-    let byDisk = Number.POSITIVE_INFINITY;
-    try {
-      const fs = statfsSync(dirname(this.file));
-      byDisk = fs.bavail * fs.bsize + wal + (row?.free ?? 0) * this.pageSize - residual - DISK_RESERVE;
-    } catch {
-      // no statfs here: SQLITE_FULL is still handled
-    }
-    this.diskBound = byDisk < byBound;
-    const room = Math.min(byBound, byDisk);
-    this.measured = { at: this.now(), room, since: 0 };
-    return room;
-  }
-
-  /** Bytes the queue takes on disk at the last measure: pages in use, WAL and shm. */
-  private usage = 0;
-  /** The last measure's room was set by the disk, not by `maxQueueBytes`. */
-  private diskBound = false;
-  /** Bytes the WAL may hold before it is checkpointed (and truncated back to). */
-  private readonly walBudget: number;
+  /** The queue's space on disk, measured. */
+  private readonly space: Space;
+  /** What was dropped, counted and told. */
+  private readonly drops: Drops;
   /** drop-newest dropped for lack of room: it keeps dropping until a quarter of the bound is free. */
   private full = false;
-
-  /** The last measure of the room, and the bytes written since: asking on every commit costs. */
-  private measured = { at: 0, room: 0, since: 0 };
-
-  /**
-   * `room()` when the queue may be near its bound (or the last measure is over a second old, since
-   * other processes may share the file and the disk); otherwise the last room less what was
-   * written since, which is enough to know that `incoming` fits.
-   */
-  private async roomFor(incoming: number): Promise<number> {
-    const m = this.measured;
-    const left = m.room - m.since;
-    if (this.now() - m.at < 1000 && left - incoming > m.room * 0.25) return left;
-    return this.room();
-  }
-
-  /**
-   * A large transaction (a commit, a claim, a delete) leaves a large WAL behind: its space is given
-   * back now, not at the next checkpoint. Call inside `exclusive`.
-   */
-  private async trimWal(): Promise<void> {
-    if (sizeOf(`${this.file}-wal`) > 2 * this.walBudget) await this.checkpoint();
-  }
-
-  /** Moves the WAL into the file and truncates it, giving its space back (after deletes, on a full disk). */
-  private async checkpoint(): Promise<void> {
-    await this.conn.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
-  }
 
   /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
   private async makeRoom(rows: RecordBatch): Promise<RecordBatch> {
     // A commit takes its bytes twice for a while: in the WAL, then in the file once checkpointed.
     const incoming = 2 * batchBytes(rows);
-    let room = this.full ? await this.room() : await this.roomFor(incoming);
+    let room = this.full ? await this.space.room() : await this.space.roomFor(incoming);
     if (this.full && room >= Math.max(incoming, this.options.maxQueueBytes / 4)) this.full = false;
     if (!this.full && incoming <= room) {
-      this.measured.since += incoming;
+      this.space.wrote(incoming);
       return rows;
     }
-    const reason = (): DropReason => (this.diskBound ? 'disk-full' : 'queue-full');
+    const reason = (): DropReason => (this.space.diskBound ? 'disk-full' : 'queue-full');
     if (this.options.overflow === 'drop-oldest') {
       // Deleted rows free whole pages only once a page is empty, so measure again after each step;
       // every older record goes before any of the incoming ones.
       while (incoming > room) {
-        const need = Math.max(incoming - room, 4 * this.pageSize);
+        const need = Math.max(incoming - room, 4 * this.space.pageSize);
         // A DELETE needs WAL space too: on a full disk, checkpoint first and try once more.
         const freed = await this.dropOldest(need, reason()).catch(async (e: unknown) => {
           if (!isFull(e)) throw e;
-          await this.checkpoint();
+          await this.space.checkpoint();
           return this.dropOldest(need, 'disk-full').catch((e2: unknown) => (isFull(e2) ? 0 : Promise.reject(e2)));
         });
         if (freed === 0) break;
-        await this.checkpoint();
-        room = await this.room();
+        await this.space.checkpoint();
+        room = await this.space.room();
       }
       if (incoming <= room) return rows;
       // More than the whole bound in one burst: keep its newest records.
@@ -592,7 +251,7 @@ export class SqliteQueue implements Queue {
       let keep = rows.length;
       let bytes = 0;
       while (keep > 0 && bytes + 2 * costs[keep - 1]! <= room) bytes += 2 * costs[--keep]!;
-      this.dropped(reason(), keep);
+      this.drops.dropped(reason(), keep);
       return rows.slice(keep);
     }
     // drop-newest: what fits of the oldest, then nothing until there is room again (no record
@@ -602,7 +261,7 @@ export class SqliteQueue implements Queue {
     let bytes = 0;
     if (!this.full) while (keep < rows.length && bytes + 2 * costs[keep]! <= room) bytes += 2 * costs[keep++]!;
     if (keep < rows.length) this.full = true;
-    this.dropped(reason(), rows.length - keep);
+    this.drops.dropped(reason(), rows.length - keep);
     return rows.slice(0, keep);
   }
 
@@ -634,37 +293,10 @@ export class SqliteQueue implements Queue {
       `DELETE FROM records WHERE id <= ? AND lease_until < ? AND notice_reason IS NOT NULL RETURNING notice_reason, notice_count AS n`,
       [lastId, now],
     );
-    for (const c of carried) this.unreport(c.notice_reason, c.n);
+    for (const c of carried) this.drops.unreport(c.notice_reason, c.n);
     const count = await this.conn.run('DELETE FROM records WHERE id <= ? AND lease_until < ?', [lastId, now]);
-    this.dropped(reason, count);
+    this.drops.dropped(reason, count);
     return count + carried.length;
-  }
-
-  private dropped(reason: DropReason, count: number): void {
-    if (count <= 0) return;
-    this.unreport(reason, count);
-    this.counted.set(reason, (this.counted.get(reason) ?? 0) + count);
-    this.options.onDrop?.(reason, count);
-  }
-
-  /** Drops not yet added to the `counters` table (it keeps them across runs, for `status`). */
-  private readonly counted = new Map<string, number>();
-
-  /** Adds the drops of the operation that just ran to the file's counters. Call inside `exclusive`. */
-  private async saveCounters(): Promise<void> {
-    if (this.counted.size === 0 && this.unreported.size === 0) return;
-    const entries = [
-      ...[...this.counted].map(([name, n]) => [`dropped:${name}`, n] as const),
-      ...[...this.unreported].map(([name, n]) => [`unreported:${name}`, n] as const),
-    ];
-    // One statement (atomic by itself, and usable inside a caller's transaction).
-    await this.conn.run(
-      `INSERT INTO counters (name, value) VALUES ${entries.map(() => '(?, ?)').join(', ')} ON CONFLICT(name) DO UPDATE SET value = value + excluded.value`,
-      entries.flat(),
-    );
-    // Cleared only once written: on a full disk they wait for the next write.
-    this.counted.clear();
-    this.unreported.clear();
   }
 
   private lastSuccessNoted = 0;
@@ -691,41 +323,10 @@ export class SqliteQueue implements Queue {
     return this.conn.run('INSERT INTO state (key, value, at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, at = excluded.at', [key, value, at]);
   }
 
-  private unreport(reason: DropReason, count: number): void {
-    this.unreported.set(reason, (this.unreported.get(reason) ?? 0) + count);
-    this.mayHaveUnreported = true;
-  }
-
-  /**
-   * The notices for the drops the file holds as not yet reported (this process's and any other's),
-   * one per reason, when they fit (under `drop-oldest` they always go in: they are what tells the
-   * downstream about the gap). Their counts come off when they are inserted. Call inside `exclusive`.
-   */
-  private async takeNotices(rows: RecordBatch, room: number): Promise<Notice[]> {
-    if (!this.options.notice) return [];
-    try {
-      await this.saveCounters();
-    } catch {
-      return []; // a full disk: they stay counted in memory, and are told later
-    }
-    const pending = await this.conn.all<{ name: string; value: number }>("SELECT name, value FROM counters WHERE name LIKE 'unreported:%' AND value > 0");
-    if (pending.length === 0) {
-      this.mayHaveUnreported = false;
-      return [];
-    }
-    const notices = pending.map((p) => {
-      const reason = p.name.slice('unreported:'.length) as DropReason;
-      return { reason, count: p.value, body: this.options.notice!(p.value, reason) };
-    });
-    const need = textBytes(notices.map((x) => x.body)) + batchBytes(rows);
-    if (need > room && this.options.overflow === 'drop-newest') return [];
-    return notices;
-  }
-
   /** Ships the notices the file holds, when there is room for them: before a claim, so it takes them. */
   private async tellDrops(): Promise<void> {
-    if (!this.mayHaveUnreported) return;
-    const notices = await this.takeNotices(RecordBatch.empty, await this.room());
+    if (!this.drops.mayHaveUnreported) return;
+    const notices = await this.drops.takeNotices(RecordBatch.empty, await this.space.room());
     if (notices.length > 0) await this.insertAll(RecordBatch.empty, notices).catch((err: unknown) => {
       if (!isFull(err)) throw err;
     });
@@ -757,10 +358,10 @@ export class SqliteQueue implements Queue {
           rows = await lease(n);
         } catch (err) {
           if (!isFull(err) || n === 1) throw err;
-          await this.checkpoint();
+          await this.space.checkpoint();
         }
       }
-      await this.trimWal();
+      await this.space.trimWal();
       return rows.sort((a, b) => a.id - b.id);
     });
   }
@@ -775,10 +376,10 @@ export class SqliteQueue implements Queue {
          AND created_at < ? AND lease_until < ? AND notice_reason IS NULL`,
         [cutoff, now],
       );
-      this.dropped('max-age', n);
+      this.drops.dropped('max-age', n);
       if (n < 1000) break;
     }
-    await this.saveCounters();
+    await this.drops.save();
   }
 
   renew(ids: readonly number[]): Promise<number[]> {
@@ -813,7 +414,7 @@ export class SqliteQueue implements Queue {
           const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE ${where} RETURNING id`, params);
           out = new Set(gone.map((r) => r.id));
         }
-        await this.trimWal();
+        await this.space.trimWal();
         return out;
       });
       waiting = this.waitingAck = { parts, done };
@@ -863,8 +464,8 @@ export class SqliteQueue implements Queue {
           'DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY failed_at DESC, id DESC LIMIT -1 OFFSET ?)',
           [this.options.maxDeadLetters],
         );
-        this.dropped('dead-letter-overflow', trimmed);
-        await this.saveCounters();
+        this.drops.dropped('dead-letter-overflow', trimmed);
+        await this.drops.save();
         return moved;
       }),
     );
@@ -915,12 +516,12 @@ export class SqliteQueue implements Queue {
         `SELECT (SELECT count(*) FROM records WHERE ${mine}) AS n, (SELECT created_at FROM records WHERE ${mine} ORDER BY id LIMIT 1) AS oldest, (SELECT count(*) FROM dead_letters) AS dead`,
         [...dest, ...dest],
       );
-      await this.room(); // measures the usage
+      await this.space.room(); // measures the usage
       return {
         pending: row?.n ?? 0,
         oldestPendingAt: row?.oldest ?? null,
         deadLetters: row?.dead ?? 0,
-        queueBytes: this.usage,
+        queueBytes: this.space.usage,
       };
     });
   }

@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { idsIn } from '../queue/queue';
+import { idsIn } from '../queue/sql';
 import { Connection } from '../queue/sqlite';
 
 /** The queue file is missing, or it is not a winston-vector queue. */

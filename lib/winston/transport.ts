@@ -4,7 +4,7 @@ import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromW
 import { VectorDeliveryError, VectorQueueError } from '../errors';
 import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
-import { prepareDatabaseFile } from '../queue/queue';
+import { prepareDatabaseFile } from '../queue/queue-file';
 import { buildRecord, noticeRecord, type RecordContext } from './record';
 import type { DeliveryStats } from '../delivery/scheduler';
 import { toJson } from './serialize';

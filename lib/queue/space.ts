@@ -1,0 +1,123 @@
+/**
+ * The queue's space on disk: how much may still be written under `maxQueueBytes` and on the disk
+ * (the pages in use, the WAL and its shared memory all count), measured from SQLite and the file
+ * system, and the WAL kept small. What to drop when there is no room is the queue's policy
+ * (lib/queue/queue.ts); this only measures and gives space back.
+ */
+import { statfsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { RecordBatch } from '../delivery/batch';
+import type { Connection } from './sqlite';
+
+/** Estimated bytes a row costs beyond its body (rowid, columns, b-tree cell). */
+export const ROW_OVERHEAD = 48;
+export const textBytes = (bodies: readonly string[]) => bodies.reduce((n, b) => n + Buffer.byteLength(b) + ROW_OVERHEAD, 0);
+export const batchBytes = (rows: RecordBatch) => rows.byteLength + rows.length * ROW_OVERHEAD;
+/** What each row of `rows` costs, in order. */
+export const rowCosts = (rows: RecordBatch) => rows.sizes().map((n) => n + ROW_OVERHEAD);
+
+/** The WAL's budget: a sixteenth of maxQueueBytes (or of the disk), within these bounds. */
+const WAL_BUDGET_MIN = 8 * 1024;
+const WAL_BUDGET_MAX = 4 * 1024 * 1024;
+/** What the WAL's shared-memory index takes on disk (it grows by as much per ~4000 WAL frames). */
+const SHM_BYTES = 32 * 1024;
+/** Disk kept free beyond the WAL's allowance: for a checkpoint, the counters, a notice. */
+const DISK_RESERVE = 64 * 1024;
+
+export function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+export class Space {
+  /** SQLite's page size for the file, read at open. */
+  pageSize = 4096;
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly file: string,
+    private readonly maxQueueBytes: number,
+    private readonly now: () => number,
+  ) {
+    // A sixteenth of what the queue can take: maxQueueBytes, or the disk when that is smaller.
+    let disk = Number.POSITIVE_INFINITY;
+    try {
+      const fs = statfsSync(dirname(file));
+      disk = fs.bavail * fs.bsize + sizeOf(file) + sizeOf(`${file}-wal`);
+    } catch {
+      // no statfs: maxQueueBytes alone
+    }
+    this.walBudget = Math.min(WAL_BUDGET_MAX, Math.max(WAL_BUDGET_MIN, Math.floor(Math.min(maxQueueBytes, disk) / 16)));
+  }
+
+  /**
+   * Bytes that may still be written. Under `maxQueueBytes`: the pages in use, the shared-memory
+   * file, and what the WAL may hold after a commit (it is truncated back to twice its budget)
+   * count. On the disk: what is free, plus the pages SQLite can reuse, less that WAL allowance and a
+   * reserve, so there is always room to delete, and to move the WAL into the file.
+   */
+  async room(): Promise<number> {
+    const row = await this.conn.get<{ used: number; free: number }>(
+      'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used, (SELECT freelist_count FROM pragma_freelist_count()) AS free',
+    );
+    const pages = (row?.used ?? 0) * this.pageSize;
+    const wal = sizeOf(`${this.file}-wal`);
+    const shm = sizeOf(`${this.file}-shm`);
+    this.usage = pages + wal + shm;
+    const residual = 2 * this.walBudget;
+    const byBound = this.maxQueueBytes - pages - Math.max(shm, SHM_BYTES) - residual;
+    let byDisk = Number.POSITIVE_INFINITY;
+    try {
+      const fs = statfsSync(dirname(this.file));
+      byDisk = fs.bavail * fs.bsize + wal + (row?.free ?? 0) * this.pageSize - residual - DISK_RESERVE;
+    } catch {
+      // no statfs here: SQLITE_FULL is still handled
+    }
+    this.diskBound = byDisk < byBound;
+    const room = Math.min(byBound, byDisk);
+    this.measured = { at: this.now(), room, since: 0 };
+    return room;
+  }
+
+  /** Bytes the queue takes on disk at the last measure: pages in use, WAL and shm. */
+  usage = 0;
+  /** The last measure's room was set by the disk, not by `maxQueueBytes`. */
+  diskBound = false;
+  /** Bytes the WAL may hold before it is checkpointed (and truncated back to). */
+  readonly walBudget: number;
+  /** The last measure of the room, and the bytes written since: asking on every commit costs. */
+  private measured = { at: 0, room: 0, since: 0 };
+
+  /**
+   * `room()` when the queue may be near its bound (or the last measure is over a second old, since
+   * other processes may share the file and the disk); otherwise the last room less what was
+   * written since, which is enough to know that `incoming` fits.
+   */
+  async roomFor(incoming: number): Promise<number> {
+    const m = this.measured;
+    const left = m.room - m.since;
+    if (this.now() - m.at < 1000 && left - incoming > m.room * 0.25) return left;
+    return this.room();
+  }
+
+  /**
+   * A large transaction (a commit, a claim, a delete) leaves a large WAL behind: its space is given
+   * back now, not at the next checkpoint. Call inside `exclusive`.
+   */
+  async trimWal(): Promise<void> {
+    if (sizeOf(`${this.file}-wal`) > 2 * this.walBudget) await this.checkpoint();
+  }
+
+  /** Moves the WAL into the file and truncates it, giving its space back (after deletes, on a full disk). */
+  async checkpoint(): Promise<void> {
+    await this.conn.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
+  }
+
+  /** `bytes` were written since the last measure (roomFor counts them off). */
+  wrote(bytes: number): void {
+    this.measured.since += bytes;
+  }
+}
