@@ -79,7 +79,7 @@ export class SqliteQueue implements Queue {
   private constructor(
     private readonly conn: Connection,
     private readonly options: QueueOptions,
-    private readonly file: string,
+    file: string,
   ) {
     this.now = options.now ?? Date.now;
     this.space = new Space(conn, file, options.maxQueueBytes, this.now);

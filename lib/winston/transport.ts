@@ -165,7 +165,6 @@ export class VectorTransport extends TransportStream {
   private opened = false;
   /** The delivery worker stopped (a bug): nothing more can be committed by this transport. */
   private workerLost = false;
-  private closeRequested = false;
   /** The file is another application's: nothing is ever written beside it. */
   private foreign = false;
   /** The last attempt to open the file failed: records are not held back, and beyond a bound dropped. */
@@ -689,7 +688,6 @@ export class VectorTransport extends TransportStream {
   }
 
   private async shutdown(timeout: number): Promise<void> {
-    this.closeRequested = true;
     // An open still being retried stops; what waits for it is then written out beside the file.
     if (!this.opened) this.worker.send({ op: 'stop-opening', tid: this.tid });
     await this.committed();
