@@ -17,7 +17,7 @@
  * (records/s of the steady runs, `2000,10000`), BENCH_STEADY_RUNS (their rounds, 1).
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { ContenderName } from './contender';
@@ -244,14 +244,22 @@ async function memoryRun(name: ContenderName, receiver: CountingReceiver) {
   };
 }
 
-/** A backlog of MEM_N records already on disk, shipped by a fresh transport. */
-async function drain(receiver: CountingReceiver): Promise<number> {
+/** A backlog of MEM_N records on disk, logged while the receiver is down (made once, copied for each drain). */
+async function backlog(receiver: CountingReceiver): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
   await receiver.down();
   const fill = startContender('vector', MEM_N, receiver.url, dir, 'memory');
   await fill.next('produced');
   await fill.finish();
   await fill.exited;
+  return dir;
+}
+
+/** A copy of the backlog in `source`, shipped by a fresh transport. */
+async function drain(receiver: CountingReceiver, source: string): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
+  cpSync(source, dir, { recursive: true });
+  await receiver.down();
   await receiver.up();
   receiver.count = 0;
   const c = startContender('vector', MEM_N, receiver.url, dir, 'drain');
@@ -277,7 +285,9 @@ async function main(): Promise<void> {
   if (CONTENDERS.includes('vector') && PHASES.has('drain')) {
     process.stderr.write('drain of a backlog on disk: vector\n');
     const rates: number[] = [];
-    for (let run = 0; run < RUNS; run++) rates.push(await drain(receiver));
+    const source = await backlog(receiver);
+    for (let run = 0; run < RUNS; run++) rates.push(await drain(receiver, source));
+    rmSync(source, { recursive: true, force: true });
     results.vector!.drainPerSec = median(rates);
   }
   await receiver.down();
