@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import winston from 'winston';
 import { LevelTable } from '../lib/winston/levels';
-import { buildRecord, extraCareful, extraFast, type RecordContext } from '../lib/winston/record';
+import { buildRecord, extraCareful, extraWide, type RecordContext } from '../lib/winston/record';
 import { MAX_DEPTH } from '../lib/winston/serialize';
 import { receiver, transport } from './support/helpers';
 import type { VectorTransportOptions } from '../lib/index';
@@ -285,7 +285,7 @@ describe('record format', () => {
     }
   });
 
-  it('extra is written in one pass or read key by key: both write the same text', () => {
+  it('extra written entry by entry (many keys) or from a copy (the rest): both write the same text', () => {
     class Point {
       constructor(public x: number, public y: number) {}
     }
@@ -304,37 +304,38 @@ describe('record format', () => {
       level: 'info', message: 'own fields are not extra', stack: 'own too', timestamp: 't',
     };
     const info = Object.defineProperty(values, '__proto__', { value: { p: 1 }, enumerable: true });
-    for (const [name, sample] of Object.entries({ all: info, plain: { a: 1, b: [1, { c: 'd' }] }, empty: { level: 'info', message: 'm' } })) {
-      const fast = extraFast(sample as Record<string, unknown>);
-      assert.ok(fast, `${name}: the one-pass path takes it`);
-      const careful = extraCareful(sample as Record<string, unknown>)!;
-      assert.equal(fast.text, careful.text, name);
-      assert.equal(fast.firstError, careful.firstError, name);
+    const cyclic: Record<string, unknown> = { a: 1, list: [] };
+    cyclic.self = cyclic;
+    (cyclic.list as unknown[]).push(cyclic, { up: cyclic });
+    const hostile = {
+      getter: Object.defineProperty({ ok: 1 }, 'boom', { enumerable: true, get() { throw new Error('getter'); } }),
+      proxy: new Proxy({}, { ownKeys() { throw new Error('trap'); } }),
+      revoked: (() => { const r = Proxy.revocable({}, {}); r.revoke(); return r.proxy; })(),
+      cyclic,
+      toJSON: () => 'an info of its own toJSON',
+      sparse: [1, , 3], // eslint-disable-line no-sparse-arrays
+      escapes: { 'k"ey': 'a\u0001b', '\u2028': 'ok', 'é': 'ü😀' },
+    };
+    const samples = { all: info, hostile, plain: { a: 1, b: [1, { c: 'd' }] }, empty: { level: 'info', message: 'm' } };
+    for (const [name, sample] of Object.entries(samples)) {
+      const keys = Object.keys(sample);
+      const wide = extraWide(sample as Record<string, unknown>, keys);
+      const careful = extraCareful(sample as Record<string, unknown>, keys)!;
+      assert.equal(wide.text, careful.text, name);
+      assert.equal(wide.firstError, careful.firstError, name);
     }
-    assert.equal(extraFast(info)!.firstError, err);
-    const rec = JSON.parse(extraFast(info)!.text!);
+    const h = JSON.parse(extraWide(hostile, Object.keys(hostile)).text!);
+    assert.equal(h.getter.boom, '[Unserializable: getter]');
+    assert.equal(h.proxy, '[Unserializable: trap]');
+    assert.deepEqual(h.cyclic, { a: 1, list: ['[Circular]', { up: '[Circular]' }], self: '[Circular]' });
+    assert.deepEqual(h.sparse, [1, null, 3]);
+    assert.equal(extraWide(info, Object.keys(info)).firstError, err);
+    const rec = JSON.parse(extraWide(info, Object.keys(info)).text!);
     assert.equal(rec.big, '12345678901234567890');
     assert.equal(rec.buf, 'aGk=');
     assert.deepEqual(rec.json, { replaced: { k: '1' } });
     assert.equal(Object.keys(rec)[0], '10');
     assert.equal(rec.level, undefined);
-  });
-
-  it('what the one-pass path cannot write goes key by key: getters that throw, traps, cycles, an own toJSON', () => {
-    const cyclic: Record<string, unknown> = { a: 1 };
-    cyclic.self = cyclic;
-    const samples: Array<[string, Record<string, unknown>, (rec: Record<string, any>) => void]> = [
-      ['getter', Object.defineProperty({ level: 'info', message: 'm', ok: 1 }, 'boom', { enumerable: true, get() { throw new Error('getter'); } }), (r) => assert.equal(r.extra.boom, '[Unserializable: getter]')],
-      ['trap', { level: 'info', message: 'm', ok: 1, proxy: new Proxy({}, { ownKeys() { throw new Error('trap'); } }) }, (r) => assert.equal(r.extra.proxy, '[Unserializable: trap]')],
-      ['cycle', { level: 'info', message: 'm', ok: 1, cyclic }, (r) => assert.deepEqual(r.extra.cyclic, { a: 1, self: '[Circular]' })],
-      ['toJSON', { level: 'info', message: 'm', ok: 1, toJSON: () => 'the info itself' }, (r) => assert.equal(r.extra.toJSON, undefined)],
-    ];
-    for (const [name, info, check] of samples) {
-      assert.equal(extraFast(info), undefined, name);
-      const rec = JSON.parse(buildRecord(info, ctx()));
-      assert.equal(rec.extra.ok, 1, name);
-      check(rec);
-    }
   });
 
   it('truncation keeps a prefix of the keys, cuts what is large, and never exceeds the bound, for any text', () => {

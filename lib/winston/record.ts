@@ -84,101 +84,105 @@ const isPlainContainer = (value: object): boolean => {
 /** What a value cut by truncation keeps at least, in bytes: the smallest cut is the budget (less a character). */
 const budgetOf = (max: number): number => Math.max(256, Math.floor(max / 8));
 
+/** A string JSON.stringify would write with an escape (or a surrogate, paired or not). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 /**
- * `extra` in one `JSON.stringify` of the info itself, with a replacer that leaves out the record's
- * own fields and hands every value that is not plain data to `toJson`: no copy of the info is made,
- * which is what a record with 100k keys costs most. The text is the one `extraCareful` writes, but
- * for a record that is surely over `max` bytes: what truncation would throw away is not written
- * (top-level keys after those that already fill `max` even cut down, and the members of one value
- * after its first `max` characters, since a value that long is cut below that).
- * Returns undefined when the info needs the careful path: anything that throws while it is written
- * (a getter, a Proxy trap, a cycle in plain data), or an info with its own `toJSON`.
+ * `s` as a JSON string, a lone surrogate already U+FFFD (so the text does not shrink when the
+ * record is mended: the sizes counted while writing stay true).
  */
-export function extraFast(info: Record<string, unknown>, max = Number.POSITIVE_INFINITY): ExtraText | undefined {
-  let firstError: Error | undefined;
-  /** Depth of each plain container being written (the info is 0); one from `toJson` is absent: already safe. */
-  const depths = new Map<object, number>();
-  let root = true;
+const jsonString = (s: string): string => (NEEDS_ESCAPE.test(s) ? JSON.stringify(s.toWellFormed()) : `"${s}"`);
+
+/** JSON text of what toJson made, lone surrogates made U+FFFD. */
+const jsonOf = (value: unknown): string | undefined => {
+  const text = JSON.stringify(value);
+  return text?.includes('\\ud') ? text.replace(LONE_ESCAPE, '$1\ufffd') : text;
+};
+
+/**
+ * `extra` written entry by entry, for an info with many keys or a value too large to check first:
+ * no copy of the info is made, strings need no call to JSON.stringify when nothing in them needs
+ * escaping, and what truncation would throw away of a record surely over `max` bytes is never read:
+ * the keys after those that already fill `max` even cut down (truncation keeps a prefix of the
+ * keys), and the members of a value after its first `max` characters (a value that long is cut
+ * below that). Up to there the text is the one `extraCareful` writes.
+ */
+export function extraWide(info: Record<string, unknown>, keys: readonly string[], max = Number.POSITIVE_INFINITY): ExtraText {
   const least = budgetOf(max) - 8;
-  /** A lower bound of the characters written so far (each at least a byte), toJson's output not counted. */
-  let written = 0;
-  /** `written` where the current top-level value began, or -1; and what its key and comma take. */
-  let start = -1;
-  let keyBytes = 0;
-  /** A lower bound of what the top-level entries already written keep after any cut. */
+  const entries: string[] = [];
+  let firstError: Error | undefined;
+  /** A lower bound of what the entries written keep after any cut. */
   let kept = 0;
-  const close = (): void => {
-    if (start !== -1) kept += keyBytes + Math.min(written - start, least);
-    start = -1;
-  };
-  function replacer(this: unknown, key: string, value: unknown): unknown {
-    if (root) {
-      root = false;
-      depths.set(info, 0);
-      return value;
-    }
-    const holderDepth = depths.get(this as object);
-    if (holderDepth === undefined) return value; // inside what toJson made
-    if (holderDepth === 0) {
-      if (OWN_KEYS.has(key)) return undefined;
-      close();
-      // Truncation keeps a prefix of the keys: these are past what fits.
-      if (kept > max) return undefined;
-    } else if (start !== -1 && written - start > max) {
-      return undefined; // past what the cut of this top-level value keeps
-    }
-    const out = replace(this, key, value, holderDepth + 1);
-    if (out === undefined || typeof out === 'function' || typeof out === 'symbol') return out;
-    const member = !Array.isArray(this);
-    if (member) written += key.length + 3;
-    if (holderDepth === 0 && key !== '_truncated') {
-      start = written;
-      keyBytes = key.length + 4;
-    }
-    switch (typeof out) {
-      case 'string':
-        written += out.length + 2;
-        break;
-      case 'object':
-        written += 2;
-        break;
-      default:
-        written += 1;
-    }
-    return out;
+  for (let i = 0; i < keys.length && kept <= max; i++) {
+    const key = keys[i]!;
+    if (OWN_KEYS.has(key)) continue;
+    const value = read(info, key);
+    if (firstError === undefined && typeof value === 'object' && isError(value)) firstError = value;
+    const text = writeValue(value, 1, max, new Set());
+    if (text === undefined) continue;
+    const name = jsonString(key);
+    entries.push(`${name}:${text}`);
+    if (key !== '_truncated') kept += name.length + 2 + Math.min(text.length, least);
   }
-  function replace(holder: unknown, key: string, value: unknown, depth: number): unknown {
-    switch (typeof value) {
-      case 'string':
-      case 'number':
-      case 'boolean':
-      case 'undefined':
-      case 'function':
-      case 'symbol':
-        // JSON writes null for a non-finite number and leaves the rest out (null in an array), as toJson does.
-        return value;
-      case 'bigint':
-        return value.toString();
-    }
-    if (value === null) return null;
-    const obj = value as object;
-    // JSON.stringify has already called a toJSON (a Date, a Buffer): then the value read is not the one held.
-    const held: unknown = (holder as Record<string, unknown>)[key];
-    if (depth === 1 && firstError === undefined && isError(held)) firstError = held;
-    if (held === obj && isPlainContainer(obj)) {
-      if (depth >= MAX_DEPTH) return Array.isArray(obj) ? '[Array]' : '[Object]';
-      depths.set(obj, depth);
-      return obj;
-    }
-    return toJson(held, depth);
+  return { text: entries.length === 0 ? undefined : `{${entries.join(',')}}`, firstError };
+}
+
+/**
+ * `value` (at `depth`) as the JSON `toJson` would make of it, plain containers written member by
+ * member until `room` characters are written; undefined for what JSON leaves out.
+ */
+function writeValue(value: unknown, depth: number, room: number, ancestors: Set<object>): string | undefined {
+  switch (typeof value) {
+    case 'string':
+      return jsonString(value);
+    case 'number':
+      return Number.isFinite(value) ? String(value) : 'null';
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return undefined;
+    case 'bigint':
+      return `"${value}"`;
   }
+  if (value === null) return 'null';
+  const obj = value as object;
   try {
-    if (typeof info.toJSON === 'function') return undefined;
-    const text = JSON.stringify(info, replacer);
-    return { text: text === '{}' ? undefined : text, firstError };
+    if (!ancestors.has(obj) && depth < MAX_DEPTH && isPlainContainer(obj) && typeof (obj as { toJSON?: unknown }).toJSON !== 'function') {
+      ancestors.add(obj);
+      try {
+        return writeContainer(obj, depth, room, ancestors);
+      } finally {
+        ancestors.delete(obj);
+      }
+    }
   } catch {
-    return undefined;
+    // a Proxy's trap: toJson describes it
   }
+  return jsonOf(toJson(obj, depth, ancestors));
+}
+
+function writeContainer(obj: object, depth: number, room: number, ancestors: Set<object>): string {
+  const parts: string[] = [];
+  let written = 0;
+  if (Array.isArray(obj)) {
+    for (let i = 0; i < obj.length && written <= room; i++) {
+      const text = writeValue(read(obj, String(i)), depth + 1, room - written, ancestors) ?? 'null';
+      parts.push(text);
+      written += text.length + 1;
+    }
+    return `[${parts.join(',')}]`;
+  }
+  const keys = Object.keys(obj);
+  for (let i = 0; i < keys.length && written <= room; i++) {
+    const key = keys[i]!;
+    const text = writeValue(read(obj, key), depth + 1, room - written, ancestors);
+    if (text === undefined) continue;
+    const entry = `${jsonString(key)}:${text}`;
+    parts.push(entry);
+    written += entry.length + 1;
+  }
+  return `{${parts.join(',')}}`;
 }
 
 /**
@@ -222,15 +226,15 @@ function keysOf(info: Record<string, unknown>): string[] {
 }
 
 /**
- * Records with more keys or members than this are written in one pass (`extraFast`): for them the
- * copy the careful path makes costs most; below it the careful path is the faster.
+ * Records with more keys than this, or whose values hold more members, are written entry by entry
+ * (`extraWide`): for them the copy the careful path makes costs most; below it the careful path,
+ * one JSON.stringify of a copy, is the faster.
  */
 const WIDE = 1000;
 
 function extraOf(info: Record<string, unknown>, max: number): ExtraText {
   const keys = keysOf(info);
-  const careful = keys.length > WIDE ? undefined : extraCareful(info, keys, WIDE);
-  return careful ?? extraFast(info, max) ?? extraCareful(info, keys)!;
+  return (keys.length > WIDE ? undefined : extraCareful(info, keys, WIDE)) ?? extraWide(info, keys, max);
 }
 
 function collect(info: Record<string, unknown>, ctx: RecordContext, now: number): Parts {
