@@ -329,6 +329,12 @@ describe('record format', () => {
     assert.equal(h.proxy, '[Unserializable: trap]');
     assert.deepEqual(h.cyclic, { a: 1, list: ['[Circular]', { up: '[Circular]' }], self: '[Circular]' });
     assert.deepEqual(h.sparse, [1, null, 3]);
+    // Values too large to check first (over 1,000 members): the record is written entry by entry.
+    const big = Object.fromEntries(Array.from({ length: 1500 }, (_, i) => [`m${i}`, i % 3 ? `v${i}` : { i, d: new Date(i) }]));
+    for (const meta of [{ big, after: 1 }, { small: { a: [1, 2] }, big, list: Array.from({ length: 1500 }, (_, i) => i) }]) {
+      const full = { level: 'info', message: 'm', ...meta };
+      assert.deepEqual(JSON.parse(buildRecord(full, ctx())).extra, JSON.parse(extraCareful(full)!.text!), Object.keys(meta).join());
+    }
     assert.equal(extraWide(info, Object.keys(info)).firstError, err);
     const rec = JSON.parse(extraWide(info, Object.keys(info)).text!);
     assert.equal(rec.big, '12345678901234567890');

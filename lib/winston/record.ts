@@ -3,6 +3,7 @@ import type { LevelInfo, LevelTable } from './levels';
 import {
   endPlainBudget,
   isPlainJson,
+  listedKeys,
   MAX_DEPTH,
   plainBudgetSpent,
   readField as read,
@@ -123,6 +124,7 @@ export function extraWide(info: Record<string, unknown>, keys: readonly string[]
     entries.push(`${name}:${text}`);
     if (key !== '_truncated') kept += name.length + 2 + Math.min(text.length, least);
   }
+  listedKeys(undefined);
   return { text: entries.length === 0 ? undefined : `{${entries.join(',')}}`, firstError };
 }
 
@@ -173,7 +175,7 @@ function writeContainer(obj: object, depth: number, room: number, ancestors: Set
     }
     return `[${parts.join(',')}]`;
   }
-  const keys = Object.keys(obj);
+  const keys = listedKeys(obj) ?? Object.keys(obj);
   for (let i = 0; i < keys.length && written <= room; i++) {
     const key = keys[i]!;
     const text = writeValue(read(obj, key), depth + 1, room - written, ancestors);
