@@ -314,6 +314,7 @@ describe('record format', () => {
       cyclic,
       toJSON: () => 'an info of its own toJSON',
       sparse: [1, , 3], // eslint-disable-line no-sparse-arrays
+      arrayToJSON: Object.assign([1, 2], { toJSON: () => 'an array that asks to be written differently' }),
       escapes: { 'k"ey': 'a\u0001b', '\u2028': 'ok', 'é': 'ü😀' },
     };
     const samples = { all: info, hostile, plain: { a: 1, b: [1, { c: 'd' }] }, empty: { level: 'info', message: 'm' } };

@@ -190,7 +190,7 @@ function writeContainer(obj: object, depth: number, room: number, ancestors: Set
 /**
  * `extra` read key by key, every read guarded, plain values written as they are and the rest made
  * safe by `toJson`. Returns undefined when `nodes` is given and the values hold more members than
- * that: `isPlainJson` stops looking, and `extraFast` is the better way for that many.
+ * that: `isPlainJson` stops looking, and `extraWide` is the better way for that many.
  */
 export function extraCareful(info: Record<string, unknown>, keys = keysOf(info), nodes = Number.POSITIVE_INFINITY): ExtraText | undefined {
   let extra: Record<string, unknown> | undefined;

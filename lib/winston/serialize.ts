@@ -151,6 +151,8 @@ export function isPlainJson(value: unknown, depth = 0): boolean {
   if (depth >= MAX_DEPTH) return false;
   try {
     if (Array.isArray(value)) {
+      // An array with a toJSON of its own is not written through it: toJson maps its elements.
+      if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
       if ((nodesLeft -= value.length) < 0) return false;
       for (let i = 0; i < value.length; i++) {
         const v: unknown = value[i];
