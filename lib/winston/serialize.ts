@@ -164,25 +164,17 @@ export function isPlainJson(value: unknown, depth = 0): boolean {
     const proto: unknown = Object.getPrototypeOf(value);
     if (proto !== Object.prototype && proto !== null) return false;
     if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return false;
-    if (nodesLeft !== Number.POSITIVE_INFINITY) {
-      // Under a budget the keys are listed first: an object with more than is left is given up on
-      // before any is read, and its keys are kept for whoever writes it next (`listedKeys`).
-      const keys = Object.keys(value);
-      if (keys.length > nodesLeft) {
-        nodesLeft = -1;
-        listed = { of: value, keys };
-        return false;
-      }
-      nodesLeft -= keys.length;
-      for (let i = 0; i < keys.length; i++) {
-        const v: unknown = (value as Record<string, unknown>)[keys[i]!];
-        if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol' && !isPlainJson(v, depth + 1)) return false;
-      }
-      return true;
+    // The keys are listed first: under a budget, an object with more than is left is given up on
+    // before any is read, and its keys are kept for whoever writes it next (`listedKeys`).
+    const keys = Object.keys(value);
+    if (keys.length > nodesLeft) {
+      nodesLeft = -1;
+      listed = { of: value, keys };
+      return false;
     }
-    for (const key in value) {
-      if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
-      const v: unknown = (value as Record<string, unknown>)[key];
+    nodesLeft -= keys.length;
+    for (let i = 0; i < keys.length; i++) {
+      const v: unknown = (value as Record<string, unknown>)[keys[i]!];
       if (v !== undefined && typeof v !== 'function' && typeof v !== 'symbol' && !isPlainJson(v, depth + 1)) return false;
     }
     return true;
