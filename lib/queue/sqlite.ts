@@ -109,15 +109,24 @@ export class Connection {
     if (this.statements.size > KEPT) {
       const [oldest, old] = this.statements.entries().next().value as [string, Kept];
       this.statements.delete(oldest);
-      this.retire(old);
+      void this.finalize(old);
     }
     return created;
   }
 
-  /** Finalizes a statement no longer kept, once the calls queued on it are done (node-sqlite3 queues it behind them). */
-  private retire(kept: Kept): void {
-    if (kept.failed !== undefined || !begin()) return;
-    kept.stmt.finalize(() => end());
+  /**
+   * Finalizes a statement no longer kept, once the calls queued on it are done (node-sqlite3 queues
+   * it behind them). One that never prepared holds nothing.
+   */
+  private finalize(kept: Kept): Promise<void> {
+    if (kept.failed !== undefined) return Promise.resolve();
+    if (!begin()) return never();
+    return new Promise((resolve) =>
+      kept.stmt.finalize(() => {
+        end();
+        resolve();
+      }),
+    );
   }
 
   /**
@@ -203,19 +212,7 @@ export class Connection {
       // A statement still kept holds the connection open: finalize them first.
       const kept = [...this.statements.values()];
       this.statements.clear();
-      await Promise.all(
-        kept.map((k) =>
-          k.failed !== undefined
-            ? undefined
-            : new Promise<void>((resolve) => {
-                if (!begin()) return;
-                k.stmt.finalize(() => {
-                  end();
-                  resolve();
-                });
-              }),
-        ),
-      );
+      await Promise.all(kept.map((k) => this.finalize(k)));
       if (!begin()) return never<void>();
       await new Promise<void>((resolve, reject) =>
         this.db.close((err) => {
