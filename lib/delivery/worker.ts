@@ -12,11 +12,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatch } from './batch';
 import { BURST_ROWS, type FromWorker, type ToWorker, type WireCause } from './thread';
 import type { VectorDeliveryError } from '../errors';
-import { LevelTable } from '../winston/levels';
 import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from '../winston/options';
 import { ForeignFileError, openQueue } from '../queue/open';
 import type { SqliteQueue } from '../queue/queue';
-import { noticeRecord, type RecordContext } from '../winston/record';
+import { noticeRecord, recordContext, type RecordContext } from '../winston/record';
 import { Scheduler } from './scheduler';
 import { HttpShipper } from './shipper';
 import { guardStatements } from '../queue/sqlite';
@@ -136,14 +135,8 @@ async function handle(m: ToWorker): Promise<unknown> {
       post({ op: 'foreign', tid: m.tid, message: `the delivery worker refused the options: ${(err as Error).message}`, cause: wire(err) });
       return undefined;
     }
-    const ctx: RecordContext = {
-      project: config.project,
-      table: config.table,
-      extraFields: config.extraFields,
-      idField: config.idField,
-      maxRecordBytes: config.maxRecordBytes,
-      levels: new LevelTable(undefined, config.levelNumbers),
-    };
+    // Notices only: their level is Python's WARNING whatever the logger's levels are.
+    const ctx = recordContext(config, config.extraFields, undefined);
     const flags = new Int32Array(m.burst);
     const t: Transport = { flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
     t.runtime = open(m.tid, t, m.file, ctx, flags);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { LevelInfo, LevelTable } from './levels';
+import { type LevelInfo, LevelTable } from './levels';
+import type { ResolvedOptions } from './options';
 import {
   endPlainBudget,
   isPlainJson,
@@ -23,6 +24,19 @@ export interface RecordContext {
   readonly idField: string | undefined;
   readonly maxRecordBytes: number;
   readonly levels: LevelTable;
+}
+
+/**
+ * The context for records of a transport with `config`: `extraFields` already made safe, and the
+ * level table of the logger's `levels` (undefined: winston's npm levels).
+ */
+export function recordContext(
+  config: Pick<ResolvedOptions, 'project' | 'table' | 'idField' | 'maxRecordBytes' | 'levelNumbers'>,
+  extraFields: Readonly<Record<string, unknown>>,
+  levels: Record<string, number> | undefined,
+): RecordContext {
+  const { project, table, idField, maxRecordBytes } = config;
+  return { project, table, extraFields, idField, maxRecordBytes, levels: new LevelTable(levels, config.levelNumbers) };
 }
 
 /** Keys of a winston info object that are fields of the record, not `extra`. */

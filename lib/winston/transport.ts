@@ -2,10 +2,9 @@ import TransportStream from 'winston-transport';
 import { BatchWriter, RecordBatch } from '../delivery/batch';
 import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from '../delivery/thread';
 import { VectorDeliveryError, VectorQueueError } from '../errors';
-import { LevelTable } from './levels';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { prepareDatabaseFile } from '../queue/queue-file';
-import { buildRecord, noticeRecord, type RecordContext } from './record';
+import { buildRecord, noticeRecord, recordContext, type RecordContext } from './record';
 import type { DeliveryStats } from '../delivery/scheduler';
 import { toJson } from './serialize';
 import { writeSpill } from '../queue/spill';
@@ -368,17 +367,7 @@ export class VectorTransport extends TransportStream {
     const levels = (this as unknown as { levels?: Record<string, number> }).levels;
     let cached = this.recordContext;
     if (cached === undefined || cached.source !== levels) {
-      cached = {
-        source: levels,
-        ctx: {
-          project: this.config.project,
-          table: this.config.table,
-          extraFields: this.extraFields,
-          idField: this.config.idField,
-          maxRecordBytes: this.config.maxRecordBytes,
-          levels: new LevelTable(levels, this.config.levelNumbers),
-        },
-      };
+      cached = { source: levels, ctx: recordContext(this.config, this.extraFields, levels) };
       this.recordContext = cached;
     }
     return cached.ctx;
@@ -443,10 +432,10 @@ export class VectorTransport extends TransportStream {
   }
 
   /**
-   * The logger is in a burst when a commit carries, or the next one will carry, at least
-   * `BURST_ROWS` records: records arrive faster than one commit takes. Requests wait for it.
+   * @internal The logger is in a burst when a commit carries, or the next one will carry, at least
+   * `BURST_ROWS` records: records arrive faster than one commit takes, and the worker's scheduler
+   * holds requests back for it. A test seam.
    */
-  /** @internal Also a test seam: whether the worker's scheduler holds requests back for a burst. */
   inBurst(): boolean {
     return this.flightRows >= BURST_ROWS || this.uncommitted.length >= BURST_ROWS;
   }
