@@ -294,6 +294,24 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls.flat(), all, 'every record delivered once, in order');
   });
 
+  it('leases a round could not give back (the disk was full) are given back before the next claim, not left to expire', async () => {
+    const release = queue.release.bind(queue);
+    let failures = 1;
+    queue.release = async (ids: readonly number[]) => {
+      if (failures-- > 0) throw Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' });
+      return release(ids);
+    };
+    shipper.answers = [busy, busy];
+    const all = await startWith(6);
+    assert.equal(shipper.calls.length, 2, 'the first batch failed twice');
+    assert.ok(queue.rows.some((r) => r.leased), 'the release failed: records are still leased');
+    assert.ok(warnings.some((w) => /queue error: SQLITE_FULL/.test(w.message)), 'the failed release is warned about');
+    mock.timers.tick(5000);
+    await settle();
+    assert.equal(queue.rows.length, 0, 'given back, claimed again and delivered (a lease here never expires by itself)');
+    assert.deepEqual(shipper.calls.slice(2).flat(), all, 'every record delivered, in order');
+  });
+
   it('claims ~4000 rows at a time by default, in whole batches, at least one; fewer when records are long', async () => {
     const long = 'x'.repeat(100_000); // 8 MiB of text holds 83 of these
     const cases = [

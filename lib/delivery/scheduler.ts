@@ -99,6 +99,11 @@ export class Scheduler {
   private avgChars = 0;
   /** Lets a request held for a burst go (set while one is held). */
   private burstOver: (() => void) | undefined;
+  /**
+   * Ids of records a round claimed and could not give back (the release failed: a full disk):
+   * given back before the next round claims, so they wait for no lease to expire.
+   */
+  private unreleased: number[] = [];
 
   constructor(
     private readonly queue: Queue,
@@ -151,6 +156,8 @@ export class Scheduler {
     } finally {
       clearTimeout(deadline);
       this.abort.abort();
+      // Leases still not given back would wait for their expiry at the next start.
+      if (this.unreleased.length > 0) await this.queue.release(this.unreleased).then(() => (this.unreleased = []), () => undefined);
       this.settleWaiters(Infinity);
     }
   }
@@ -191,6 +198,10 @@ export class Scheduler {
     const { batchSize, leaseTimeout } = this.options;
     do {
       this.again = false;
+      if (this.unreleased.length > 0) {
+        await this.queue.release(this.unreleased);
+        this.unreleased = [];
+      }
       let probing = this.failedRounds > 0;
       let claimedAt = Date.now();
       let window = await this.claim(probing ? batchSize : this.windowSize());
@@ -199,7 +210,13 @@ export class Scheduler {
       const giveBack = async (held: readonly QueuedRecord[]) => {
         const next = ahead ? await ahead.records.catch(() => []) : [];
         ahead = undefined;
-        await this.queue.release([...held, ...next].map((r) => r.id));
+        const ids = [...held, ...next].map((r) => r.id);
+        try {
+          await this.queue.release(ids);
+        } catch (err) {
+          this.unreleased.push(...ids);
+          throw err;
+        }
       };
       this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       while (window.length > 0) {
