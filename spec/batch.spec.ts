@@ -84,6 +84,36 @@ describe('RecordBatch / BatchWriter', () => {
     assert.deepEqual(three.split(4, 2).map((p) => p.length), [4, 4, 3]);
   });
 
+  it('takeFilled hands over the rows of the filled chunks only; the chunk being written goes on; together they are every row, in order', () => {
+    const big = (c: string, i: number) => `${c.repeat(100_000)}#${i}`;
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(text, fc.tuple(fc.constantFrom('x', 'é', '日'), fc.nat(99)).map(([c, i]) => big(c, i))), { maxLength: 14 }),
+        fc.array(fc.nat(13), { maxLength: 4 }),
+        (texts, at) => {
+          const writer = new BatchWriter();
+          const taken: RecordBatch[] = [];
+          texts.forEach((t, i) => {
+            writer.write(t);
+            if (at.includes(i)) {
+              const filled = writer.filledRows;
+              const batch = writer.takeFilled();
+              assert.equal(batch.length, filled);
+              assert.equal(writer.filledRows, 0);
+              assert.equal(writer.length, i + 1 - taken.reduce((n, b) => n + b.length, 0) - filled, 'the rows left wait for the next take');
+              taken.push(batch);
+            }
+          });
+          const rest = writer.take();
+          const all = RecordBatch.concat([...taken, rest]);
+          assert.deepEqual(all.texts(), texts);
+          assert.equal(all.byteLength, texts.reduce((n, t) => n + Buffer.byteLength(t), 0));
+          for (const b of taken) assert.equal(b.byteLength, b.texts().reduce((n, t) => n + Buffer.byteLength(t), 0));
+        },
+      ),
+    );
+  });
+
   it('a record longer than a chunk gets a chunk of its own; the rows around it stay in order', () => {
     const writer = new BatchWriter();
     const long = '日'.repeat(CHUNK_BYTES); // 3 MiB of UTF-8

@@ -40,7 +40,7 @@ const sharedChunk = (size: number): Buffer => Buffer.from(new SharedArrayBuffer(
 
 /** Rows of UTF-8 text, in order. Immutable: `slice` and `concat` share the chunks. */
 export class RecordBatch {
-  /** Made by `BatchWriter.take()`, `of`, `concat` and `slice`. */
+  /** Made by `BatchWriter.take()` and `takeFilled()`, `of`, `concat` and `slice`. */
   constructor(
     private readonly segments: readonly Segment[],
     /** Rows. */
@@ -209,7 +209,10 @@ export class RecordBatch {
 export class BatchWriter {
   private chunk: Buffer | undefined;
   private used = 0;
+  /** Rows in the chunk being written, and their bytes. */
   private rows = 0;
+  private chunkBytes = 0;
+  /** Filled chunks' rows, not yet taken. */
   private segments: Segment[] = [];
   private bytes = 0;
   private readonly spare: Buffer[] = [];
@@ -225,6 +228,7 @@ export class BatchWriter {
     chunk.writeUInt32LE(length, this.used);
     this.used += PREFIX + length;
     this.bytes += length;
+    this.chunkBytes += length;
     this.rows++;
     this.length++;
   }
@@ -246,6 +250,25 @@ export class BatchWriter {
     return batch;
   }
 
+  /** Rows written since the last take in chunks already filled (not in the one being written). */
+  get filledRows(): number {
+    return this.length - this.rows;
+  }
+
+  /**
+   * Hands over the rows of the filled chunks only, oldest first; the chunk being written goes on
+   * with its rows (the newest), for the next take.
+   */
+  takeFilled(): RecordBatch {
+    const rows = this.filledRows;
+    if (rows === 0) return RecordBatch.empty;
+    const batch = new RecordBatch(this.segments, rows, this.bytes - this.chunkBytes);
+    this.segments = [];
+    this.length -= rows;
+    this.bytes = this.chunkBytes;
+    return batch;
+  }
+
   /** `batch` (taken from this writer) is committed or given up: its chunks may be written again. */
   recycle(batch: RecordBatch): void {
     for (const chunk of batch.chunks()) {
@@ -263,5 +286,6 @@ export class BatchWriter {
   private close(): void {
     if (this.chunk !== undefined && this.rows > 0) this.segments.push({ chunk: this.chunk, start: 0, rows: this.rows });
     this.rows = 0;
+    this.chunkBytes = 0;
   }
 }

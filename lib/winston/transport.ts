@@ -416,7 +416,30 @@ export class VectorTransport extends TransportStream {
       // buildRecord guards every access; this is the last net so one record never takes others down.
       this.drop('unserializable', 1, err);
     }
+    if (this.uncommitted.filledRows > 0) this.handOverFilled();
     if (this.committing === undefined) this.startCommits();
+  }
+
+  /**
+   * A chunk of records is full: in a synchronous burst (a loop of log calls with no yield), it goes
+   * to the worker now, which commits it while the loop goes on, instead of after the loop (by then
+   * winston would hold the rest of the loop's infos in its stream buffers). Only while the file is
+   * open and nothing else must go first, and while fewer than `highWaterMark` records handed over
+   * are still uncommitted (the worker says which in shared memory, as no reply can arrive during
+   * the loop), so memory stays bounded when the disk is slower than the logger.
+   */
+  private handOverFilled(): void {
+    if (!this.opened || this.openFailed || this.workerLost || this.queueClosed || this.foreign || this.closing !== undefined) return;
+    // 'logged' listeners get each info after its own commit: their records go in whole commits.
+    if (this.uncommittedInfos.length > 0) return;
+    if ((this.dropped['queue-unavailable'] ?? 0) > this.noticedUnavailable) return;
+    const committed = Atomics.load(this.burstFlags, 2);
+    let unconfirmed = 0;
+    for (const f of this.flights) if (f.seq > committed) unconfirmed += f.batch.length;
+    if (unconfirmed >= this.config.highWaterMark) return;
+    const batch = this.uncommitted.takeFilled();
+    this.burstFlags[0] = this.uncommitted.length;
+    this.launch(batch, [], true);
   }
 
   private startCommits(): void {
@@ -464,26 +487,11 @@ export class VectorTransport extends TransportStream {
         this.burstFlags[0] = 0;
         const infos = this.uncommittedInfos;
         this.uncommittedInfos = [];
+        this.commitOrKeep(batch, infos, rt);
         // There is room again: winston may hand over the next records while this commit runs.
+        // Only now: a callback can bring winston's next records, and a chunk they fill goes to the
+        // worker at once (handOverFilled), after this batch.
         for (const callback of this.held.splice(0)) callback();
-        if (!rt || this.workerLost) {
-          // The file never opened before close() (or the worker stopped): what waits is written
-          // out beside it, for the next transport that opens it; never beside a file that is not a queue.
-          try {
-            if (this.foreign) throw new VectorQueueError(`${this.file} is not a winston-vector queue`);
-            writeSpill(this.file, this.config.destination, undefined, batch);
-          } catch (err) {
-            this.drop('write-failed', batch.length, err);
-          }
-          this.uncommitted.recycle(batch);
-          continue;
-        }
-        if (this.queueClosed) {
-          this.drop('write-failed', batch.length, new VectorQueueError('the queue is not open'));
-          this.uncommitted.recycle(batch);
-          continue;
-        }
-        this.launch(batch, infos, true);
       }
     } finally {
       // Also when a listener of 'logged' or 'warn' threw: what waits is still committed (held
@@ -491,6 +499,28 @@ export class VectorTransport extends TransportStream {
       this.committing = undefined;
       if (this.uncommitted.length > 0) this.startCommits();
     }
+  }
+
+  /** `batch` to the worker; or, when it cannot be committed, written out beside the file or dropped (counted). */
+  private commitOrKeep(batch: RecordBatch, infos: Record<string, unknown>[], rt: boolean): void {
+    if (!rt || this.workerLost) {
+      // The file never opened before close() (or the worker stopped): what waits is written
+      // out beside it, for the next transport that opens it; never beside a file that is not a queue.
+      try {
+        if (this.foreign) throw new VectorQueueError(`${this.file} is not a winston-vector queue`);
+        writeSpill(this.file, this.config.destination, undefined, batch);
+      } catch (err) {
+        this.drop('write-failed', batch.length, err);
+      }
+      this.uncommitted.recycle(batch);
+      return;
+    }
+    if (this.queueClosed) {
+      this.drop('write-failed', batch.length, new VectorQueueError('the queue is not open'));
+      this.uncommitted.recycle(batch);
+      return;
+    }
+    this.launch(batch, infos, true);
   }
 
   /** Hands `batch` to the worker to commit; its flight settles (never rejects) once that is answered. */

@@ -1,7 +1,9 @@
 // A process that logs and then ends one of the ways real processes end, right after logging.
-// Settings in WV_EXIT as JSON: { dbPaths: [..], url, count, how, options }. One transport per dbPath,
-// all on one logger. It prints "logged" once every log call returned, and "exit <code> <ms>" from
-// its own 'exit' listener (ms since the fault) on stderr.
+// Settings in WV_EXIT as JSON: { dbPaths: [..], url, count, how, options, warm }. One transport per
+// dbPath, all on one logger. With `warm`, it first logs "warm" and waits for its commit (the file is
+// open, as in a service that has run a while), then logs `count` records in one synchronous loop.
+// It prints "logged" once every log call returned, and "exit <code> <ms>" from its own 'exit'
+// listener (ms since the fault) on stderr.
 'use strict';
 const path = require('node:path');
 const fs = require('node:fs');
@@ -32,25 +34,44 @@ if (cfg.how === 'signal') {
 let faultAt = 0;
 process.on('exit', (code) => fs.writeSync(2, `exit ${code} ${Date.now() - faultAt}\n`));
 
-for (let i = 0; i < cfg.count; i++) logger.info(`m${i}`, { seq: i });
-process.stdout.write('logged\n');
-faultAt = Date.now();
-switch (cfg.how) {
-  case 'exit':
-    process.exit(3);
-  case 'throw':
-  case 'winston-exception':
-    setImmediate(() => {
-      throw new Error('crash after logging');
-    });
-    break;
-  case 'reject':
-  case 'winston-rejection':
-    setImmediate(() => Promise.reject(new Error('rejected after logging')));
-    break;
-  case 'dry':
-    break; // nothing keeps the loop alive: it runs dry
-  case 'signal':
-    setInterval(() => {}, 1000); // stays up until the parent's signal
-    break;
+async function main() {
+  if (cfg.warm) {
+    logger.info('warm', { seq: -1 });
+    for (const t of transports) await t.committed();
+  }
+  for (let i = 0; i < cfg.count; i++) logger.info(`m${i}`, { seq: i });
+  process.stdout.write('logged\n');
+  faultAt = Date.now();
+  end();
 }
+
+function end() {
+  switch (cfg.how) {
+    case 'exit':
+      process.exit(3);
+    case 'throw':
+    case 'winston-exception':
+      setImmediate(() => {
+        throw new Error('crash after logging');
+      });
+      break;
+    case 'reject':
+    case 'winston-rejection':
+      setImmediate(() => Promise.reject(new Error('rejected after logging')));
+      break;
+    case 'dry':
+      break; // nothing keeps the loop alive: it runs dry
+    case 'signal':
+      setInterval(() => {}, 1000); // stays up until the parent's signal
+      break;
+    case 'kill9':
+      // Still no yield: the main thread stays busy a second, then the process is killed outright
+      // (no 'exit' listener runs). What it keeps is what the worker committed meanwhile.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+      process.kill(process.pid, 'SIGKILL');
+      break;
+  }
+}
+
+// Without `warm`, nothing is awaited: the loop and the end run in the first tick, as before.
+void main();
