@@ -433,6 +433,42 @@ describe('VectorTransport through a winston logger', () => {
     await deliveredInOrder(t, r, 'held', 2000);
   });
 
+  it("a producer driven by winston's 'drain' alone (which comes on process.nextTick, so it never yields) is pushed back: commits are answered while it logs", async () => {
+    const r = await receiver();
+    const t = transport(r.url, { highWaterMark: 1000, batchSize: 1000 });
+    const logger = loggerWith(t);
+    logger.info('open');
+    await t.committed(); // the file is open: full chunks go to the worker as they fill
+    let producing = true;
+    let answeredDuring = 0;
+    t.on('commit', () => {
+      if (producing) answeredDuring++;
+    });
+    const pad = 'x'.repeat(2000); // ~500 records fill a chunk
+    const n = 20_000;
+    await new Promise<void>((resolve) => {
+      let i = 0;
+      const step = () => {
+        while (i < n) {
+          const ok = logger.write({ level: 'info', message: `d${i++}`, pad, [Symbol.for('level')]: 'info' } as never);
+          if (!ok) {
+            logger.once('drain', step);
+            return;
+          }
+        }
+        resolve();
+      };
+      step();
+    });
+    producing = false;
+    // Unbounded, the chunks would all go to the worker and no answer would be read until the end:
+    // what Node queues for winston meanwhile would grow with every record.
+    assert.ok(answeredDuring > 0, 'the producer was held back, the event loop turned, and commits were answered while it ran');
+    await t.flush();
+    await r.waitForEvents(n + 1);
+    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: n }, (_, i) => `d${i}`)]);
+  });
+
   it('refuses, at construction, an option the delivery worker cannot receive (a function inside tls)', () => {
     const dbPath = join(tempDir(), 'q.db');
     assert.throws(

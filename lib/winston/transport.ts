@@ -68,6 +68,9 @@ const EXIT_SHIP_MS = 2000;
 /** Batches with the delivery worker at once (see `commitLoop`). */
 const MAX_FLIGHTS = 2;
 
+/** Chunks go to the worker during a synchronous burst while fewer than this many `highWaterMark`s of records handed over are unanswered (see `handOverFilled`). */
+const EARLY_HANDOVER = 4;
+
 
 /** What `flush()` answers. */
 export interface FlushResult {
@@ -118,6 +121,15 @@ const LOCAL_ONLY = new Set(['format', 'level', 'silent', 'handleExceptions', 'ha
 
 type WriteChunk = { chunk: Record<string, unknown> };
 
+/** A batch handed to the delivery worker, until its commit is answered. */
+interface Flight {
+  batch: RecordBatch;
+  readonly rows: number;
+  readonly seq: number;
+  released: boolean;
+  done: Promise<void>;
+}
+
 /**
  * A winston transport that commits every record to a local SQLite queue before acknowledging it,
  * and ships the queue in batches to Vector's `http_server` source.
@@ -137,9 +149,12 @@ export class VectorTransport extends TransportStream {
   private readonly burstFlags = new Int32Array(new SharedArrayBuffer(12));
   /** Seq of the last batch handed to the worker (batches are committed in seq order). */
   private appendSeq = 0;
-  /** Batches with the worker, oldest first, until their commit is answered. */
-  private flights: Array<{ batch: RecordBatch; seq: number; done: Promise<void> }> = [];
-  /** Records in `flights`. */
+  /**
+   * Batches with the worker, in seq order, until their commit is answered. `released`: the worker
+   * said in shared memory that it is committed; its chunks went back to the writer already.
+   */
+  private flights: Flight[] = [];
+  /** Records in `flights` not yet committed. */
   private flightRows = 0;
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
@@ -424,19 +439,21 @@ export class VectorTransport extends TransportStream {
    * A chunk of records is full: in a synchronous burst (a loop of log calls with no yield), it goes
    * to the worker now, which commits it while the loop goes on, instead of after the loop (by then
    * winston would hold the rest of the loop's infos in its stream buffers). Only while the file is
-   * open and nothing else must go first, and while fewer than `highWaterMark` records handed over
-   * are still uncommitted (the worker says which in shared memory, as no reply can arrive during
-   * the loop), so memory stays bounded when the disk is slower than the logger.
+   * open and nothing else must go first, and while fewer than EARLY_HANDOVER × `highWaterMark`
+   * records handed over are unanswered. That bound is on answers, which only come when the event
+   * loop turns, not on commits: a logger that never yields (a loop, or one driven by winston's
+   * 'drain' alone, which comes on process.nextTick) is then pushed back (log() stops calling back
+   * once `highWaterMark` more wait), and what it queues in Node and winston meanwhile stays bounded.
    */
   private handOverFilled(): void {
     if (!this.opened || this.openFailed || this.workerLost || this.queueClosed || this.foreign || this.closing !== undefined) return;
     // 'logged' listeners get each info after its own commit: their records go in whole commits.
     if (this.uncommittedInfos.length > 0) return;
     if ((this.dropped['queue-unavailable'] ?? 0) > this.noticedUnavailable) return;
-    const committed = Atomics.load(this.burstFlags, 2);
-    let unconfirmed = 0;
-    for (const f of this.flights) if (f.seq > committed) unconfirmed += f.batch.length;
-    if (unconfirmed >= this.config.highWaterMark) return;
+    this.releaseCommitted();
+    let unanswered = 0;
+    for (const f of this.flights) unanswered += f.rows;
+    if (unanswered >= EARLY_HANDOVER * this.config.highWaterMark) return;
     const batch = this.uncommitted.takeFilled();
     this.burstFlags[0] = this.uncommitted.length;
     this.launch(batch, [], true);
@@ -501,6 +518,28 @@ export class VectorTransport extends TransportStream {
     }
   }
 
+  /**
+   * Flights the worker has committed (it writes each one's seq in shared memory, in the commit's own
+   * callback) whose answer has not come yet (none can during a synchronous loop, or while the
+   * logger runs on process.nextTick alone): their chunks go back to the writer now, and their
+   * records stop counting as in a commit. So memory stays bounded by what is not yet committed.
+   */
+  private releaseCommitted(): void {
+    const committed = Atomics.load(this.burstFlags, 2);
+    for (const f of this.flights) {
+      if (f.seq > committed) return;
+      if (!f.released) this.release(f);
+    }
+  }
+
+  private release(f: Flight): void {
+    f.released = true;
+    this.flightRows -= f.rows;
+    this.burstFlags[1] = this.flightRows;
+    this.uncommitted.recycle(f.batch);
+    f.batch = RecordBatch.empty;
+  }
+
   /** `batch` to the worker; or, when it cannot be committed, written out beside the file or dropped (counted). */
   private commitOrKeep(batch: RecordBatch, infos: Record<string, unknown>[], rt: boolean): void {
     if (!rt || this.workerLost) {
@@ -528,36 +567,41 @@ export class VectorTransport extends TransportStream {
     const seq = ++this.appendSeq;
     this.flightRows += batch.length;
     this.burstFlags[1] = this.flightRows;
-    const flight = { batch, seq, done: Promise.resolve() };
+    const flight: Flight = { batch, rows: batch.length, seq, released: false, done: Promise.resolve() };
     flight.done = this.worker
       .request<void>({ op: 'append', tid: this.tid, seq, batch: batch.toShared() })
       .then(
         () => {
-          if (counted) this.emit('commit', batch.length);
+          if (counted) this.emit('commit', flight.rows);
           for (const info of infos) this.emit('logged', info);
         },
         (err: unknown) => {
+          // The worker wrote its seq: committed, whatever failed after (trimming the WAL, say).
+          if (flight.seq <= Atomics.load(this.burstFlags, 2)) {
+            if (counted) this.emit('commit', flight.rows);
+            for (const info of infos) this.emit('logged', info);
+            return;
+          }
           if (!this.workerLost) {
-            this.drop('write-failed', batch.length, err);
+            this.drop('write-failed', flight.rows, err);
             return;
           }
           // The commit may or may not have happened: kept in a spill, it may ship twice.
           try {
-            writeSpill(this.file, this.config.destination, batch, RecordBatch.empty);
+            writeSpill(this.file, this.config.destination, flight.batch, RecordBatch.empty);
           } catch (e) {
-            this.drop('write-failed', batch.length, e);
+            this.drop('write-failed', flight.rows, e);
           }
         },
       )
       .catch(() => undefined) // a listener of 'commit' or 'logged' that threw
       .finally(() => {
         this.flights.splice(this.flights.indexOf(flight), 1);
-        this.flightRows -= batch.length;
-        this.burstFlags[1] = this.flightRows;
-        this.uncommitted.recycle(batch);
+        if (!flight.released) this.release(flight);
       });
     this.flights.push(flight);
   }
+
 
   /**
    * Counts dropped records exactly, per reason. The `'warn'` is limited to one per reason every
