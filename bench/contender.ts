@@ -15,7 +15,7 @@ import { Logtail } from '@logtail/node';
 import { LogtailTransport } from '@logtail/winston';
 import { VectorTransport } from '../dist/index.js';
 import { FloorTransport } from './floor';
-import { MESSAGE, record, STEADY_MS, STEADY_WARMUP_MS } from './workload';
+import { MESSAGE, record, STEADY_MS, STEADY_WARMUP_MS, WARM_UP_RECORDS } from './workload';
 
 export type ContenderName = 'noop' | 'file' | 'http-batch' | 'http-batch1000' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000' | 'floor';
 
@@ -106,6 +106,22 @@ function logWorkload(logger: winston.Logger, n: number, done: () => void, backpr
   step();
 }
 
+/**
+ * Before a flood: WARM_UP_RECORDS, and a pause once the transport has them (VectorTransport:
+ * committed, so its file is open and its worker up), so every contender floods as in a service that
+ * has run a while (a burst in a request handler), not while it is still opening its file or socket.
+ */
+async function warmUp(logger: winston.Logger, transport: TransportStream): Promise<void> {
+  const { log, logv } = transport;
+  const accepted = acceptedAll(transport, WARM_UP_RECORDS);
+  for (let i = 0; i < WARM_UP_RECORDS; i++) logger.info(MESSAGE, record(-1 - i));
+  await accepted;
+  transport.log = log;
+  transport.logv = logv;
+  if (transport instanceof VectorTransport || transport instanceof FloorTransport) await transport.committed();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+
 /** Resolves when the transport has called back for all `n` records. */
 function acceptedAll(transport: TransportStream, n: number): Promise<void> {
   return new Promise((resolve) => {
@@ -169,7 +185,7 @@ async function main(): Promise<void> {
   logger.on('error', () => undefined);
   const send = (msg: unknown) => process.send!(msg);
 
-  const cpu0 = process.cpuUsage();
+  let cpu0 = process.cpuUsage();
   if (settings.phase === 'steady') {
     send({ started: Date.now() });
     send({ steady: await steady(logger, settings.rate!) });
@@ -177,6 +193,10 @@ async function main(): Promise<void> {
     // The backlog is already on disk: opening the transport ships it.
     send({ started: Date.now() });
   } else {
+    if (settings.phase !== 'memory') {
+      await warmUp(logger, transport);
+      cpu0 = process.cpuUsage(); // the flood's CPU, not the start's
+    }
     const rss: number[] = [process.memoryUsage().rss];
     const sampler = setInterval(() => rss.push(process.memoryUsage().rss), 100);
     const started = Date.now();

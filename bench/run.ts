@@ -22,7 +22,7 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { ContenderName } from './contender';
 import { CountingReceiver } from './receiver';
-import { STEADY_WARMUP_MS } from './workload';
+import { STEADY_WARMUP_MS, WARM_UP_RECORDS } from './workload';
 
 const N = Number(process.env.BENCH_N ?? 100_000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -104,7 +104,7 @@ async function throughputRun(name: ContenderName, receiver: CountingReceiver, ph
   const producer = (N / c.report.produced!) * 1000;
   let e2e = Number.NaN;
   if (NETWORK.has(name)) {
-    const at = await receiver.reached(N, 15_000);
+    const at = await receiver.reached(N + WARM_UP_RECORDS, 15_000);
     if (at !== undefined) e2e = (N / (at - c.report.started!)) * 1000;
   }
   const used = await c.finish();

@@ -13,3 +13,9 @@ export const record = (i: number) => ({
 /** How long a steady run logs, and when its measured part starts (the first seconds warm up). */
 export const STEADY_MS = 8000;
 export const STEADY_WARMUP_MS = 3000;
+
+/**
+ * Records each contender logs before a flood (see bench/contender.ts): they reach the receiver too.
+ * A multiple of the batch sizes (100 and 1000), so no contender's last batch waits for its interval.
+ */
+export const WARM_UP_RECORDS = 1000;
