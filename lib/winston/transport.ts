@@ -576,16 +576,13 @@ export class VectorTransport extends TransportStream {
           for (const info of infos) this.emit('logged', info);
         },
         (err: unknown) => {
-          // The worker wrote its seq: committed, whatever failed after (trimming the WAL, say).
-          if (flight.seq <= Atomics.load(this.burstFlags, 2)) {
-            if (counted) this.emit('commit', flight.rows);
-            for (const info of infos) this.emit('logged', info);
-            return;
-          }
           if (!this.workerLost) {
             this.drop('write-failed', flight.rows, err);
             return;
           }
+          // Its seq in shared memory: committed before the worker stopped (answers come in order, so
+          // a failure of this batch would have been answered before the worker was lost).
+          if (flight.released) return;
           // The commit may or may not have happened: kept in a spill, it may ship twice.
           try {
             writeSpill(this.file, this.config.destination, flight.batch, RecordBatch.empty);
@@ -601,7 +598,6 @@ export class VectorTransport extends TransportStream {
       });
     this.flights.push(flight);
   }
-
 
   /**
    * Counts dropped records exactly, per reason. The `'warn'` is limited to one per reason every
