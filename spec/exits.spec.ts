@@ -19,11 +19,23 @@ interface Run {
   stderr: string;
   /** ms from the fault to the child's 'exit' listener, as it measured. */
   exitMs: number | undefined;
+  /** The slow-native hook's marker files when the child's 'exit' listener ran (after the transport's). */
+  markers: string[] | undefined;
 }
 
-function run(cfg: Record<string, unknown>, onLogged?: (kill: (s: NodeJS.Signals) => void) => void): Promise<Run> {
+/** Settings of spec/support/slow-native.cjs, preloaded into the child (and its worker) when given. */
+interface Slow {
+  dir: string;
+  load?: string;
+  callback?: boolean;
+  ms: number;
+}
+
+function run(cfg: Record<string, unknown>, onLogged?: (kill: (s: NodeJS.Signals) => void) => void, slow?: Slow): Promise<Run> {
   return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [child], { env: { ...process.env, WV_EXIT: JSON.stringify(cfg) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = slow ? ['--require', join(__dirname, 'support', 'slow-native.cjs'), child] : [child];
+    const env = { ...process.env, WV_EXIT: JSON.stringify(cfg), ...(slow ? { WV_SLOW: JSON.stringify(slow) } : {}) };
+    const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     proc.stderr.on('data', (d: Buffer) => (stderr += d));
     proc.stdout.on('data', (d: Buffer) => {
@@ -33,7 +45,8 @@ function run(cfg: Record<string, unknown>, onLogged?: (kill: (s: NodeJS.Signals)
     proc.on('exit', (code, signal) => {
       clearTimeout(timer);
       const m = /^exit \S+ (\d+)$/m.exec(stderr);
-      resolve({ code, signal, stderr, exitMs: m ? Number(m[1]) : undefined });
+      const markers = /^markers (.*)$/m.exec(stderr)?.[1];
+      resolve({ code, signal, stderr, exitMs: m ? Number(m[1]) : undefined, markers: markers === undefined ? undefined : markers.split(',').filter(Boolean) });
     });
   });
 }
@@ -57,7 +70,8 @@ describe('exit paths: what was accepted is kept', () => {
     it(`${how === 'dry' ? 'the loop running dry' : how === 'exit' ? 'process.exit() in the same tick' : how === 'throw' ? 'an uncaught exception a tick later' : 'an unhandled rejection a tick later'}: all ${count} ship later, in order`, async () => {
       const dbPath = join(tempDir(), 'q.db');
       const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count, how });
-      assert.notEqual(res.signal, 'SIGKILL', 'the child ended by itself');
+      // Its own exit code: not a signal (SIGKILL from the 30 s bound, SIGABRT from a thread torn down under native code).
+      assert.deepEqual([res.code, res.signal], [how === 'exit' ? 3 : how === 'dry' ? 0 : 1, null], res.stderr);
       const r = await receiver();
       const { messages, stats } = await shipLeftovers(r, dbPath);
       assert.deepEqual(messages, expected(count));
@@ -94,7 +108,8 @@ describe('exit paths: what was accepted is kept', () => {
   it('several transports in one process all write theirs out', async () => {
     const dir = tempDir();
     const dbPaths = [join(dir, 'a.db'), join(dir, 'b.db')];
-    await run({ dbPaths, url: 'http://127.0.0.1:9/', count: 500, how: 'exit' });
+    const res = await run({ dbPaths, url: 'http://127.0.0.1:9/', count: 500, how: 'exit' });
+    assert.deepEqual([res.code, res.signal], [3, null], res.stderr);
     for (const dbPath of dbPaths) {
       const r = await receiver();
       assert.deepEqual((await shipLeftovers(r, dbPath)).messages, expected(500));
@@ -104,9 +119,37 @@ describe('exit paths: what was accepted is kept', () => {
   it('SIGTERM with the two README lines installed: nothing lost', async () => {
     const dbPath = join(tempDir(), 'q.db');
     const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 20_000, how: 'signal' }, (kill) => kill('SIGTERM'));
-    assert.equal(res.code, 143);
+    assert.deepEqual([res.code, res.signal], [143, null], res.stderr);
     const r = await receiver();
     assert.deepEqual((await shipLeftovers(r, dbPath)).messages, expected(20_000));
+  });
+
+  // The delivery worker is torn down when the process exits. Node aborts the process (SIGABRT, not
+  // its exit code) if that happens while the worker loads an ES module through require() (p-retry),
+  // node-sqlite3 if it happens while its addon loads or while its native code is still running
+  // after a statement's callback. spec/support/slow-native.cjs holds the worker at each of these
+  // points, and the child exits right then: the exit must wait for the worker to be past it.
+  for (const load of ['p-retry', 'sqlite3'] as const) {
+    it(`process.exit() while the delivery worker loads ${load}: the exit waits for the load, the process ends with its own code, nothing lost`, async () => {
+      const dir = tempDir();
+      const dbPath = join(dir, 'q.db');
+      const slow: Slow = { dir: tempDir(), load, ms: 600 };
+      const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 200, how: 'exit-in-load' }, undefined, slow);
+      assert.deepEqual([res.code, res.signal], [3, null], res.stderr);
+      assert.deepEqual(res.markers, ['load-end', 'load-start'], 'the load had ended when the exit went on');
+      const r = await receiver();
+      assert.deepEqual((await shipLeftovers(r, dbPath)).messages, expected(200));
+    });
+  }
+
+  it('process.exit() while node-sqlite3 is still in native code after a statement\'s callback: the exit waits until it returned, the process ends with its own code, nothing lost', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    const slow: Slow = { dir: tempDir(), callback: true, ms: 600 };
+    const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 200, how: 'exit-in-callback', warm: true }, undefined, slow);
+    assert.deepEqual([res.code, res.signal], [3, null], res.stderr);
+    assert.ok(res.markers?.includes('callback-end'), `the native code had returned when the exit went on (${res.markers?.join(',')})`);
+    const r = await receiver();
+    assert.deepEqual((await shipLeftovers(r, dbPath)).messages, ['warm', ...expected(200)]);
   });
 
   for (const how of ['winston-exception', 'winston-rejection'] as const) {

@@ -60,35 +60,90 @@ export function fromWire(cause: WireCause | undefined): Error | undefined {
 /** The worker's file beside this one: `.ts` when the package runs from source (tests, under tsx), `.js` built. */
 const WORKER_FILE = join(__dirname, `worker${extname(__filename)}`);
 
-/** A worker thread on WORKER_FILE; from source, tsx is registered in it first (a loader given by `--import` stays in the main thread). */
+/**
+ * The shared flags of one delivery worker: [stop, work under way, start]. `stop` is set when the
+ * thread is about to end: no SQLite work starts any more (lib/queue/sqlite.ts). `work under way`
+ * counts SQLite work in flight, and the worker's start while it loads its modules. `start` is one of
+ * START_*: the thread must not be torn down while it loads them either (Node aborts on a
+ * `require()` of an ES module cut short, node-sqlite3 on its addon's loading).
+ */
+const STOP = 0;
+const BUSY = 1;
+const START = 2;
+const START_NOT_YET = 0;
+const START_LOADING = 1;
+const START_LOADED = 2;
+const START_NEVER = 3;
+
+/**
+ * The worker's bootstrap: it loads its modules only if the exit has not come first (then it does
+ * nothing, and the exit need not wait), and stops counting its start a turn of the event loop
+ * after they loaded.
+ */
+function bootstrap(file: string): string {
+  const tsx = extname(file) === '.js' ? '' : "require('tsx/cjs');";
+  return `const c = require('node:worker_threads').workerData.control;
+if (Atomics.compareExchange(c, ${START}, ${START_NOT_YET}, ${START_LOADING}) === ${START_NOT_YET}) {
+  try {
+    ${tsx} require(${JSON.stringify(file)});
+  } finally {
+    Atomics.store(c, ${START}, ${START_LOADED});
+    setImmediate(() => { Atomics.sub(c, ${BUSY}, 1); Atomics.notify(c, ${BUSY}); });
+  }
+}`;
+}
+
+/** A worker thread on WORKER_FILE (from source, tsx is registered in it first: a loader given by `--import` stays in the main thread). */
 function startWorker(control: Int32Array): Worker {
   // A small young generation: the worker's garbage is short-lived (a batch, a request), and a
   // large one only makes the process's memory grow while Vector is down.
-  const options = { workerData: { control }, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_MB } };
-  if (extname(WORKER_FILE) === '.js') return new Worker(WORKER_FILE, options);
-  return new Worker(`require('tsx/cjs'); require(${JSON.stringify(WORKER_FILE)});`, { ...options, eval: true });
+  const options = { workerData: { control }, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_MB }, eval: true };
+  return new Worker(bootstrap(WORKER_FILE), options);
 }
 
 /** The worker's young generation, in MiB. */
 const YOUNG_MB = 4;
 
-/** [stop, SQLite statements in flight] of the process's delivery worker (see lib/queue/sqlite.ts). */
-const control = new Int32Array(new SharedArrayBuffer(8));
+/** The flags of the delivery workers whose thread has not exited. */
+const running = new Set<Int32Array>();
+
+/** Sets `stop`; true when nothing is under way. A worker that had not begun loading its modules never will. */
+function stopWork(control: Int32Array): boolean {
+  Atomics.store(control, STOP, 1);
+  if (Atomics.compareExchange(control, START, START_NOT_YET, START_NEVER) === START_NOT_YET) Atomics.sub(control, BUSY, 1);
+  return Atomics.load(control, BUSY) <= 0;
+}
 
 /**
- * At the process's exit: no statement starts any more in the delivery worker, and this waits (at
- * most `maxMs`) for those in flight, so the thread is never torn down under one (node-sqlite3 would
- * abort the process). Synchronous, for an `'exit'` listener.
+ * At the process's exit: no SQLite work starts any more in the delivery worker, and this waits (at
+ * most `maxMs`) for the work in flight and for a start under way, so the thread is never torn down
+ * under them. Synchronous, for an `'exit'` listener.
  */
 export function quiesceForExit(maxMs: number): void {
-  Atomics.store(control, 0, 1);
   const until = Date.now() + maxMs;
-  for (let busy = Atomics.load(control, 1); busy > 0; busy = Atomics.load(control, 1)) {
-    const left = until - Date.now();
-    if (left <= 0) return;
-    Atomics.wait(control, 1, busy, left);
+  for (const control of running) {
+    stopWork(control);
+    for (let busy = Atomics.load(control, BUSY); busy > 0; busy = Atomics.load(control, BUSY)) {
+      const left = until - Date.now();
+      if (left <= 0) return;
+      Atomics.wait(control, BUSY, busy, left);
+    }
   }
 }
+
+/**
+ * The same, without blocking (it looks every few ms, and keeps no process alive: one that ends
+ * meanwhile waits in its `'exit'` listener): before a worker no transport uses any more is terminated.
+ */
+async function quiesced(control: Int32Array, maxMs: number): Promise<void> {
+  const until = Date.now() + maxMs;
+  for (let idle = stopWork(control); !idle && Date.now() < until; idle = Atomics.load(control, BUSY) <= 0) {
+    await new Promise((resolve) => setTimeout(resolve, 5).unref());
+  }
+}
+
+/** The longest a worker no transport uses any more is given to finish its SQLite work, in ms. */
+const END_QUIESCE_MS = 5000;
 
 class DeliveryWorker {
   private readonly worker: Worker;
@@ -97,9 +152,13 @@ class DeliveryWorker {
   private readonly listeners = new Map<number, WorkerEvents>();
   private holds = 0;
   private ended = false;
+  /** See STOP, BUSY, START; the start counts as work under way until the worker's modules loaded. */
+  private readonly control = new Int32Array(new SharedArrayBuffer(12));
 
   constructor(private readonly onEnd: (w: DeliveryWorker) => void) {
-    this.worker = startWorker(control);
+    Atomics.store(this.control, BUSY, 1);
+    running.add(this.control);
+    this.worker = startWorker(this.control);
     this.worker.on('message', (m: FromWorker) => {
       if (m.op === 'reply') {
         const p = this.pending.get(m.id);
@@ -120,7 +179,10 @@ class DeliveryWorker {
       for (const [tid, listener] of this.listeners) listener({ op: 'lost', tid, message: `the delivery worker stopped: ${err.message}` });
     };
     this.worker.on('error', lost);
-    this.worker.on('exit', (code) => lost(new Error(`it exited with code ${code}`)));
+    this.worker.on('exit', (code) => {
+      running.delete(this.control);
+      lost(new Error(`it exited with code ${code}`));
+    });
     // After the listeners: adding a 'message' listener refs the worker's port again.
     this.worker.unref();
   }
@@ -135,7 +197,7 @@ class DeliveryWorker {
     if (this.listeners.size === 0 && !this.ended) {
       this.ended = true;
       this.onEnd(this);
-      void this.worker.terminate();
+      void quiesced(this.control, END_QUIESCE_MS).then(() => this.worker.terminate());
     }
   }
 

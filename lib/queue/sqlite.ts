@@ -1,10 +1,11 @@
-import sqlite3 from 'sqlite3';
+import type sqlite3 from 'sqlite3';
 
 /**
- * [stop, statements in flight], shared with the main thread when this runs in the delivery worker
- * (lib/delivery/thread.ts). A process that exits ends the worker thread; a statement that completes while
- * the thread is torn down makes node-sqlite3 abort the whole process. So at the exit the main
- * thread sets `stop` (no statement starts any more) and waits, bounded, for those in flight.
+ * [stop, SQLite work under way], shared with the main thread when this runs in the delivery worker
+ * (lib/delivery/thread.ts). A process that exits ends the worker thread; node-sqlite3 aborts the
+ * whole process (SIGABRT instead of the exit code) when the thread is torn down while it calls into
+ * JavaScript: a statement's callback, or the addon's own loading. So at the exit the main thread
+ * sets `stop` (no work starts any more) and waits, bounded, until none is under way.
  */
 let control: Int32Array | undefined;
 
@@ -13,18 +14,47 @@ export function guardStatements(flags: Int32Array): void {
   control = flags;
 }
 
-/** False when the process is exiting: the statement must not start (its promise never settles). */
+/**
+ * False when the process is exiting: the work must not start (its promise never settles). Counted
+ * first and checked after, so a main thread that set `stop` and then read the count either sees
+ * this work or is seen by it.
+ */
 function begin(): boolean {
   if (control === undefined) return true;
-  if (Atomics.load(control, 0) !== 0) return false;
   Atomics.add(control, 1, 1);
-  return true;
-}
-
-function end(): void {
-  if (control === undefined) return;
+  if (Atomics.load(control, 0) === 0) return true;
   Atomics.sub(control, 1, 1);
   Atomics.notify(control, 1);
+  return false;
+}
+
+/** Work ended, but not yet counted off: node-sqlite3 is still in its own code after the callback. */
+let ending = 0;
+
+function countOff(): void {
+  const n = ending;
+  ending = 0;
+  Atomics.sub(control!, 1, n);
+  Atomics.notify(control!, 1);
+}
+
+/**
+ * The work's callback ran. It is counted off in a later turn of the event loop, once node-sqlite3
+ * has returned from the native code that called back (and would abort if the thread ended under it).
+ */
+function end(): void {
+  if (control === undefined) return;
+  if (ending++ === 0) setImmediate(countOff);
+}
+
+/**
+ * node-sqlite3, loaded on the first open (inside `begin`/`end`): a thread torn down while the addon
+ * loads aborts the process too.
+ */
+let addon: typeof sqlite3 | undefined;
+
+function sqlite(): typeof sqlite3 {
+  return (addon ??= require('sqlite3') as typeof sqlite3);
 }
 
 const never = <T>() => new Promise<T>(() => undefined);
@@ -59,9 +89,16 @@ export class Connection {
    */
   static open(file: string, busyTimeout: number, create = true): Promise<Connection> {
     if (!begin()) return never();
+    let lib: typeof sqlite3;
+    try {
+      lib = sqlite();
+    } catch (err) {
+      end();
+      return Promise.reject(err as Error);
+    }
     return new Promise((resolve, reject) => {
-      const mode = sqlite3.OPEN_READWRITE | (create ? sqlite3.OPEN_CREATE : 0);
-      const db = new sqlite3.Database(file, mode, (err) => {
+      const mode = lib.OPEN_READWRITE | (create ? lib.OPEN_CREATE : 0);
+      const db = new lib.Database(file, mode, (err) => {
         end();
         if (err) {
           reject(err);

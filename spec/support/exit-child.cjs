@@ -3,7 +3,10 @@
 // dbPath, all on one logger. With `warm`, it first logs "warm" and waits for its commit (the file is
 // open, as in a service that has run a while), then logs `count` records in one synchronous loop.
 // It prints "logged" once every log call returned, and "exit <code> <ms>" from its own 'exit'
-// listener (ms since the fault) on stderr.
+// listener (ms since the fault) on stderr. `exit-in-load` and `exit-in-callback` run under
+// spec/support/slow-native.cjs: they exit while the worker loads a module, or while it is in
+// node-sqlite3's native code after a statement's callback, and the 'exit' listener prints the
+// markers it left ("markers a,b").
 'use strict';
 const path = require('node:path');
 const fs = require('node:fs');
@@ -32,13 +35,23 @@ if (cfg.how === 'signal') {
   process.on('SIGINT', () => process.exit(130));
 }
 let faultAt = 0;
-process.on('exit', (code) => fs.writeSync(2, `exit ${code} ${Date.now() - faultAt}\n`));
+process.on('exit', (code) => {
+  fs.writeSync(2, `exit ${code} ${Date.now() - faultAt}\n`);
+  if (process.env.WV_SLOW) fs.writeSync(2, `markers ${fs.readdirSync(JSON.parse(process.env.WV_SLOW).dir).sort().join(',')}\n`);
+});
+
+/** Resolves once the slow-native hook left `name` (polled: the worker goes on meanwhile). */
+async function marked(name) {
+  const file = path.join(JSON.parse(process.env.WV_SLOW).dir, name);
+  while (!fs.existsSync(file)) await new Promise((resolve) => setTimeout(resolve, 2));
+}
 
 async function main() {
   if (cfg.warm) {
     logger.info('warm', { seq: -1 });
     for (const t of transports) await t.committed();
   }
+  if (cfg.how === 'exit-in-callback') fs.writeFileSync(path.join(JSON.parse(process.env.WV_SLOW).dir, 'arm'), '');
   for (let i = 0; i < cfg.count; i++) logger.info(`m${i}`, { seq: i });
   process.stdout.write('logged\n');
   faultAt = Date.now();
@@ -49,6 +62,12 @@ function end() {
   switch (cfg.how) {
     case 'exit':
       process.exit(3);
+    case 'exit-in-load':
+      void marked('load-start').then(() => process.exit(3));
+      break;
+    case 'exit-in-callback':
+      void marked('in-callback').then(() => process.exit(3));
+      break;
     case 'throw':
     case 'winston-exception':
       setImmediate(() => {
