@@ -133,7 +133,7 @@ describe('exit paths: what was accepted is kept', () => {
     it(`process.exit() while the delivery worker loads ${load}: the exit waits for the load, the process ends with its own code, nothing lost`, async () => {
       const dir = tempDir();
       const dbPath = join(dir, 'q.db');
-      const slow: Slow = { dir: tempDir(), load, ms: 600 };
+      const slow: Slow = { dir: tempDir(), load, ms: 300 };
       const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 200, how: 'exit-in-load' }, undefined, slow);
       assert.deepEqual([res.code, res.signal], [3, null], res.stderr);
       assert.deepEqual(res.markers, ['load-end', 'load-start'], 'the load had ended when the exit went on');
@@ -144,7 +144,7 @@ describe('exit paths: what was accepted is kept', () => {
 
   it('process.exit() while node-sqlite3 is still in native code after a statement\'s callback: the exit waits until it returned, the process ends with its own code, nothing lost', async () => {
     const dbPath = join(tempDir(), 'q.db');
-    const slow: Slow = { dir: tempDir(), callback: true, ms: 600 };
+    const slow: Slow = { dir: tempDir(), callback: true, ms: 300 };
     const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 200, how: 'exit-in-callback', warm: true }, undefined, slow);
     assert.deepEqual([res.code, res.signal], [3, null], res.stderr);
     assert.ok(res.markers?.includes('callback-end'), `the native code had returned when the exit went on (${res.markers?.join(',')})`);
