@@ -131,8 +131,7 @@ describe('exit paths: what was accepted is kept', () => {
   // points, and the child exits right then: the exit must wait for the worker to be past it.
   for (const load of ['p-retry', 'sqlite3'] as const) {
     it(`process.exit() while the delivery worker loads ${load}: the exit waits for the load, the process ends with its own code, nothing lost`, async () => {
-      const dir = tempDir();
-      const dbPath = join(dir, 'q.db');
+      const dbPath = join(tempDir(), 'q.db');
       const slow: Slow = { dir: tempDir(), load, ms: 300 };
       const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 200, how: 'exit-in-load' }, undefined, slow);
       assert.deepEqual([res.code, res.signal], [3, null], res.stderr);

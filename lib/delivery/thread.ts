@@ -72,8 +72,7 @@ const BUSY = 1;
 const START = 2;
 const START_NOT_YET = 0;
 const START_LOADING = 1;
-const START_LOADED = 2;
-const START_NEVER = 3;
+const START_NEVER = 2;
 
 /**
  * The worker's bootstrap: it loads its modules only if the exit has not come first (then it does
@@ -87,7 +86,6 @@ if (Atomics.compareExchange(c, ${START}, ${START_NOT_YET}, ${START_LOADING}) ===
   try {
     ${tsx} require(${JSON.stringify(file)});
   } finally {
-    Atomics.store(c, ${START}, ${START_LOADED});
     setImmediate(() => { Atomics.sub(c, ${BUSY}, 1); Atomics.notify(c, ${BUSY}); });
   }
 }`;

@@ -34,15 +34,17 @@ if (cfg.how === 'signal') {
   process.on('SIGTERM', () => process.exit(143));
   process.on('SIGINT', () => process.exit(130));
 }
+/** The slow-native hook's marker directory, when it is preloaded. */
+const slowDir = process.env.WV_SLOW ? JSON.parse(process.env.WV_SLOW).dir : undefined;
 let faultAt = 0;
 process.on('exit', (code) => {
   fs.writeSync(2, `exit ${code} ${Date.now() - faultAt}\n`);
-  if (process.env.WV_SLOW) fs.writeSync(2, `markers ${fs.readdirSync(JSON.parse(process.env.WV_SLOW).dir).sort().join(',')}\n`);
+  if (slowDir) fs.writeSync(2, `markers ${fs.readdirSync(slowDir).sort().join(',')}\n`);
 });
 
 /** Resolves once the slow-native hook left `name` (polled: the worker goes on meanwhile). */
 async function marked(name) {
-  const file = path.join(JSON.parse(process.env.WV_SLOW).dir, name);
+  const file = path.join(slowDir, name);
   while (!fs.existsSync(file)) await new Promise((resolve) => setTimeout(resolve, 2));
 }
 
@@ -51,7 +53,7 @@ async function main() {
     logger.info('warm', { seq: -1 });
     for (const t of transports) await t.committed();
   }
-  if (cfg.how === 'exit-in-callback') fs.writeFileSync(path.join(JSON.parse(process.env.WV_SLOW).dir, 'arm'), '');
+  if (cfg.how === 'exit-in-callback') fs.writeFileSync(path.join(slowDir, 'arm'), '');
   for (let i = 0; i < cfg.count; i++) logger.info(`m${i}`, { seq: i });
   process.stdout.write('logged\n');
   faultAt = Date.now();
