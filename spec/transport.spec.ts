@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import winston from 'winston';
 import { VectorTransport } from '../lib/index';
+import { reached } from '../lib/delivery/thread';
 import { Connection } from '../lib/queue/sqlite';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
 import type { VectorReceiver } from './support/vector-receiver';
@@ -469,6 +470,41 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: n }, (_, i) => `d${i}`)]);
   });
 
+  for (const listening of [false, true]) {
+    it(`a commit that fails is counted (write-failed) and told; committed() resolves and the commits after it go in, in order (${listening ? "with a 'commit' listener" : 'no listener'})`, async () => {
+      const r = await receiver();
+      const t = transport(r.url, { batchSize: 1000 });
+      const warnings: string[] = [];
+      t.on('warn', (e: Error) => warnings.push(e.message));
+      let told = 0;
+      if (listening) t.on('commit', (rows: number) => (told += rows));
+      const logger = loggerWith(t);
+      logger.info('before');
+      await t.committed();
+      // A trigger of the worker's own connection makes every commit that carries a "boom" fail.
+      await t.queueExec(`CREATE TEMP TRIGGER refuse BEFORE INSERT ON records WHEN NEW.body LIKE '%"message":"boom%' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`);
+      // The failing commit, then commits right after it (each from a turn of its own), while it may still be under way.
+      logger.info('boom');
+      for (let i = 0; i < 3; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        logger.info(`after${i}`);
+      }
+      await t.committed();
+      const failed = (await t.stats()).dropped['write-failed'] ?? 0;
+      // 'boom' fails, and with it whatever the worker put in the same transaction.
+      assert.ok(failed >= 1 && failed <= 4, `the failed commit is counted (${failed})`);
+      assert.ok(warnings.some((w) => /dropped \(write-failed\): .*refused by the test/.test(w)), warnings.join('\n'));
+      await t.queueExec('DROP TRIGGER refuse');
+      logger.info('last');
+      await t.committed();
+      if (listening) assert.equal(told, 1 + 4 - failed + 1, "'commit' tells the records committed, not those that failed");
+      await t.flush();
+      await r.waitForEvents(6 - failed);
+      const got = messages(r.events);
+      assert.deepEqual(got, ['before', ...['after0', 'after1', 'after2'].slice(failed - 1), 'last'], 'what failed is not delivered; the rest is, in order');
+    });
+  }
+
   it('refuses, at construction, an option the delivery worker cannot receive (a function inside tls)', () => {
     const dbPath = join(tempDir(), 'q.db');
     assert.throws(
@@ -492,6 +528,20 @@ describe('VectorTransport through a winston logger', () => {
     const res = spawnSync(process.execPath, ['-e', script], { timeout: 15_000, cwd: join(__dirname, '..') });
     assert.equal(res.status, 0, String(res.stderr));
     assert.ok(Date.now() - started < 10_000);
+  });
+});
+
+describe('commit seqs in shared memory', () => {
+  it('compare modulo 2^32: a seq stays reached after the Int32Array wraps', () => {
+    const wrapped = (seq: number) => new Int32Array([seq])[0]!;
+    assert.equal(reached(5, 3), true);
+    assert.equal(reached(3, 3), true);
+    assert.equal(reached(3, 5), false);
+    for (const seq of [2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 2 ** 32 + 7]) {
+      assert.equal(reached(wrapped(seq), seq), true, `${seq} reached itself`);
+      assert.equal(reached(wrapped(seq + 1), seq), true, `${seq + 1} is after ${seq}`);
+      assert.equal(reached(wrapped(seq), seq + 1), false, `${seq} is before ${seq + 1}`);
+    }
   });
 });
 

@@ -12,6 +12,13 @@ import type { DeliveryAction } from '../errors';
 /** A commit of this many records or more (waiting, or under way) means the logger is in a burst: the worker's requests wait for it. */
 export const BURST_ROWS = 1000;
 
+/**
+ * True when `mark`, a batch seq read from the shared flags, is `seq` or later. An Int32Array keeps
+ * seqs modulo 2^32 (after 2^31 commits, about 250 days at a commit every 10 ms, they turn negative),
+ * so seqs are compared by their difference, modulo 2^32.
+ */
+export const reached = (mark: number, seq: number): boolean => ((mark - (seq | 0)) | 0) >= 0;
+
 /** A cause, as it crosses to the main thread (an Error does not keep its class across). */
 export interface WireCause {
   readonly name: string;

@@ -1,6 +1,6 @@
 import TransportStream from 'winston-transport';
 import { BatchWriter, RecordBatch } from '../delivery/batch';
-import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit } from '../delivery/thread';
+import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit, reached } from '../delivery/thread';
 import { VectorDeliveryError, VectorQueueError } from '../errors';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { prepareDatabaseFile } from '../queue/queue-file';
@@ -341,7 +341,7 @@ export class VectorTransport extends TransportStream {
     }
     // The commits under way, but those the worker said went in (it writes the seq in the commit's own callback).
     const committed = Atomics.load(this.burstFlags, 2);
-    const open = this.flights.filter((f) => f.seq > committed).map((f) => f.batch);
+    const open = this.flights.filter((f) => !reached(committed, f.seq)).map((f) => f.batch);
     return writeSpill(this.file, this.config.destination, open.length === 0 ? undefined : RecordBatch.concat(open), this.uncommitted.peek());
   }
 
@@ -527,7 +527,7 @@ export class VectorTransport extends TransportStream {
   private releaseCommitted(): void {
     const committed = Atomics.load(this.burstFlags, 2);
     for (const f of this.flights) {
-      if (f.seq > committed) return;
+      if (!reached(committed, f.seq)) return;
       if (!f.released) this.release(f);
     }
   }
