@@ -334,7 +334,7 @@ export class SqliteQueue implements Queue {
 
   private insert(rows: RecordBatch, now: number, destination: string | undefined, committed?: () => void): Promise<number> {
     const [sql, params] = insertStatement(rows, now, destination ?? null);
-    return this.conn.run(sql, params, committed);
+    return this.conn.runOnce(sql, params, committed);
   }
 
   claim(limit: number): Promise<QueuedRecord[]> {

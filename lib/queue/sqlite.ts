@@ -81,6 +81,11 @@ export class Connection {
   /** @internal A test seam: called with the SQL of every statement as it starts. */
   observer: ((sql: string) => void) | undefined = undefined;
 
+  /** @internal A test seam: the SQL of the statements kept now, the least recently used first. */
+  keptStatements(): string[] {
+    return [...this.statements.keys()];
+  }
+
   private constructor(private readonly db: sqlite3.Database) {}
 
   /**
@@ -122,8 +127,8 @@ export class Connection {
    * finalized first): SQLite parses and plans a statement each time it is prepared, and most of the
    * queue's SQL has a fixed shape. node-sqlite3 runs the calls on one statement in order.
    */
-  private statement(sql: string): Kept {
-    let kept = this.statements.get(sql);
+  private statement(sql: string, keep: boolean): Kept {
+    let kept = keep ? this.statements.get(sql) : undefined;
     if (kept !== undefined) {
       this.statements.delete(sql);
       this.statements.set(sql, kept);
@@ -142,6 +147,7 @@ export class Connection {
       waiting,
       failed: undefined,
     };
+    if (!keep) return created;
     this.statements.set(sql, created);
     if (this.statements.size > KEPT) {
       const [oldest, old] = this.statements.entries().next().value as [string, Kept];
@@ -170,10 +176,10 @@ export class Connection {
    * Runs `call` on the kept statement for `sql`; `settle` gets node-sqlite3's callback. A statement
    * that fails to prepare rejects its calls with that error.
    */
-  private onStatement<T>(sql: string, call: (stmt: sqlite3.Statement, cb: (err: Error | null, value: T) => void) => void, done?: () => void): Promise<T> {
+  private onStatement<T>(sql: string, call: (stmt: sqlite3.Statement, cb: (err: Error | null, value: T) => void) => void, done?: () => void, keep = true): Promise<T> {
     if (!begin()) return never();
     this.observer?.(sql);
-    const kept = this.statement(sql);
+    const kept = this.statement(sql, keep);
     if (kept.failed !== undefined) {
       end();
       return Promise.reject(kept.failed);
@@ -187,6 +193,8 @@ export class Connection {
       call(kept.stmt, (err, value) => {
         kept.waiting.delete(fail);
         if (!err) done?.();
+        // Used once: finalized now, so it holds no memory and pushes no kept statement out.
+        if (!keep) void this.finalize(kept);
         end();
         if (err) reject(err);
         else resolve(value);
@@ -200,6 +208,20 @@ export class Connection {
    * main thread that waited for the statements in flight.
    */
   run(sql: string, params: unknown[] = [], done?: () => void): Promise<number> {
+    return this.runStatement(sql, params, done, true);
+  }
+
+  /**
+   * `run` for SQL whose text is new each time (a commit's INSERT names each row's offsets): the
+   * statement is finalized once it ran instead of kept. Kept, the one-off statements of a burst
+   * (each as large as its thousands of rows) stayed in memory, and pushed out the statements of
+   * fixed shape that are worth keeping.
+   */
+  runOnce(sql: string, params: unknown[] = [], done?: () => void): Promise<number> {
+    return this.runStatement(sql, params, done, false);
+  }
+
+  private runStatement(sql: string, params: unknown[], done: (() => void) | undefined, keep: boolean): Promise<number> {
     return this.onStatement<number>(
       sql,
       (stmt, cb) =>
@@ -207,6 +229,7 @@ export class Connection {
           cb(err, err ? 0 : this.changes);
         }),
       done,
+      keep,
     );
   }
 
