@@ -6,7 +6,7 @@
  * committed to the queue file) every record; { rss: [...] } samples in the memory phase; { closed } at the end.
  * From the parent: 'finish' (report CPU, close, exit).
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import TransportStream from 'winston-transport';
 import winston from 'winston';
@@ -147,6 +147,36 @@ function acceptedAll(transport: TransportStream, n: number): Promise<void> {
   });
 }
 
+/** CPU ms of each thread of this process, by thread id and name (Linux: /proc/self/task; empty unless BENCH_THREADS). */
+function threadCpu(): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!process.env.BENCH_THREADS) return out;
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      // schedstat: time on a CPU in ns (stat's ticks are 10 ms).
+      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      const name = readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
+      out.set(`${tid} ${name}`, ns / 1e6);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
+/** BENCH_THREADS=1: the CPU of each thread over the measured part of a steady run, to stderr. */
+function reportThreads(before: Map<string, number>, after: Map<string, number>, records: number): void {
+  const byThread = new Map<string, number>();
+  for (const [key, ms] of after) {
+    const [tid, name] = key.split(' ');
+    const label = Number(tid) === process.pid ? 'main' : `${name}#${tid}`;
+    const used = ms - (before.get(key) ?? 0);
+    if (used > 0) byThread.set(label, used);
+  }
+  const parts = [...byThread].sort((a, b) => b[1] - a[1]).map(([name, ms]) => `${name} ${ms.toFixed(0)} ms (${((ms * 1000) / records).toFixed(2)} µs/rec)`);
+  process.stderr.write(`threads (${settings.name}, ${records} records): ${parts.join(', ')}\n`);
+}
+
 /**
  * `rate` calls a second, in 10 ms ticks (a few records per request, as a service logs), for
  * STEADY_MS. Each record carries the time of its call (`t`), for the receiver's lag figures. Over
@@ -157,13 +187,17 @@ async function steady(logger: winston.Logger, rate: number): Promise<{ utilizati
   const { performance } = await import('node:perf_hooks');
   const start = performance.now();
   let i = 0;
+  let threads0: Map<string, number> | undefined;
   let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; cpu: NodeJS.CpuUsage; i: number } | undefined;
   return new Promise((resolve) => {
     const tick = () => {
       const elapsed = performance.now() - start;
       const due = Math.floor((Math.min(elapsed, STEADY_MS) / 1000) * rate);
       for (; i < due; i++) logger.info(MESSAGE, { ...record(i), t: Date.now() });
-      if (mark === undefined && elapsed >= STEADY_WARMUP_MS) mark = { elu: performance.eventLoopUtilization(), cpu: process.cpuUsage(), i };
+      if (mark === undefined && elapsed >= STEADY_WARMUP_MS) {
+        mark = { elu: performance.eventLoopUtilization(), cpu: process.cpuUsage(), i };
+        threads0 = threadCpu();
+      }
       if (elapsed < STEADY_MS) {
         setTimeout(tick, 10);
         return;
@@ -171,6 +205,7 @@ async function steady(logger: winston.Logger, rate: number): Promise<{ utilizati
       const elu = performance.eventLoopUtilization(mark!.elu);
       const cpu = process.cpuUsage(mark!.cpu);
       const records = i - mark!.i;
+      if (process.env.BENCH_THREADS) reportThreads(threads0!, threadCpu(), records);
       resolve({ utilization: elu.utilization, cpuUsPerRecord: (cpu.user + cpu.system) / records, records });
     };
     setTimeout(tick, 10);

@@ -14,7 +14,8 @@
  * `floor`, bench/floor.ts, runs only when named there),
  * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there),
  * BENCH_PHASES (comma list: throughput, steady, memory, drain; all by default), BENCH_STEADY_RATES
- * (records/s of the steady runs, `2000,10000`), BENCH_STEADY_RUNS (their rounds, 1).
+ * (records/s of the steady runs, `2000,10000`), BENCH_STEADY_RUNS (their rounds, 1), BENCH_THREADS
+ * (set: each steady run also tells, on stderr, the CPU of every thread of its process, busiest first).
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
