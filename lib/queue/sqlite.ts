@@ -125,7 +125,8 @@ export class Connection {
   /**
    * The statement for `sql`, prepared once and kept (up to KEPT of them, the least recently used
    * finalized first): SQLite parses and plans a statement each time it is prepared, and most of the
-   * queue's SQL has a fixed shape. node-sqlite3 runs the calls on one statement in order.
+   * queue's SQL has a fixed shape. node-sqlite3 runs the calls on one statement in order. With
+   * `keep` false, a statement of its own for this one call, not kept (`runOnce`).
    */
   private statement(sql: string, keep: boolean): Kept {
     let kept = keep ? this.statements.get(sql) : undefined;
@@ -173,8 +174,9 @@ export class Connection {
   }
 
   /**
-   * Runs `call` on the kept statement for `sql`; `settle` gets node-sqlite3's callback. A statement
-   * that fails to prepare rejects its calls with that error.
+   * Runs `call` on the statement for `sql` (kept, or with `keep` false finalized after the call);
+   * `settle` gets node-sqlite3's callback. A statement that fails to prepare rejects its calls with
+   * that error.
    */
   private onStatement<T>(sql: string, call: (stmt: sqlite3.Statement, cb: (err: Error | null, value: T) => void) => void, done?: () => void, keep = true): Promise<T> {
     if (!begin()) return never();
