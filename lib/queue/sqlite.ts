@@ -78,6 +78,8 @@ export class Connection {
   private tail: Promise<unknown> = Promise.resolve();
   /** Prepared statements kept for reuse, by their SQL, the most recently used last. */
   private readonly statements = new Map<string, Kept>();
+  /** Finalizes of statements used once, still under way: close waits for them. */
+  private readonly finalizing = new Set<Promise<void>>();
   /** @internal A test seam: called with the SQL of every statement as it starts. */
   observer: ((sql: string) => void) | undefined = undefined;
 
@@ -196,7 +198,10 @@ export class Connection {
         kept.waiting.delete(fail);
         if (!err) done?.();
         // Used once: finalized now, so it holds no memory and pushes no kept statement out.
-        if (!keep) void this.finalize(kept);
+        if (!keep) {
+          const finalized = this.finalize(kept).finally(() => this.finalizing.delete(finalized));
+          this.finalizing.add(finalized);
+        }
         end();
         if (err) reject(err);
         else resolve(value);
@@ -274,7 +279,7 @@ export class Connection {
       // A statement still kept holds the connection open: finalize them first.
       const kept = [...this.statements.values()];
       this.statements.clear();
-      await Promise.all(kept.map((k) => this.finalize(k)));
+      await Promise.all([...kept.map((k) => this.finalize(k)), ...this.finalizing]);
       if (!begin()) return never<void>();
       await new Promise<void>((resolve, reject) =>
         this.db.close((err) => {
