@@ -78,7 +78,7 @@ export class Connection {
   private tail: Promise<unknown> = Promise.resolve();
   /** Prepared statements kept for reuse, by their SQL, the most recently used last. */
   private readonly statements = new Map<string, Kept>();
-  /** Finalizes of statements used once, still under way: close waits for them. */
+  /** Finalizes not waited for (a statement pushed out, or used once), still under way: close waits for them. */
   private readonly finalizing = new Set<Promise<void>>();
   /** @internal A test seam: called with the SQL of every statement as it starts. */
   observer: ((sql: string) => void) | undefined = undefined;
@@ -155,7 +155,7 @@ export class Connection {
     if (this.statements.size > KEPT) {
       const [oldest, old] = this.statements.entries().next().value as [string, Kept];
       this.statements.delete(oldest);
-      void this.finalize(old);
+      this.finalizeLater(old);
     }
     return created;
   }
@@ -173,6 +173,12 @@ export class Connection {
         resolve();
       }),
     );
+  }
+
+  /** Finalizes `kept` without waiting; `close()` waits for it (SQLite does not close with a statement left). */
+  private finalizeLater(kept: Kept): void {
+    const finalized = this.finalize(kept).finally(() => this.finalizing.delete(finalized));
+    this.finalizing.add(finalized);
   }
 
   /**
@@ -198,10 +204,7 @@ export class Connection {
         kept.waiting.delete(fail);
         if (!err) done?.();
         // Used once: finalized now, so it holds no memory and pushes no kept statement out.
-        if (!keep) {
-          const finalized = this.finalize(kept).finally(() => this.finalizing.delete(finalized));
-          this.finalizing.add(finalized);
-        }
+        if (!keep) this.finalizeLater(kept);
         end();
         if (err) reject(err);
         else resolve(value);
