@@ -2,7 +2,8 @@
  * `npx tsx bench/commit-window.ts`: the loss window of `kill -9` (and of the OOM killer, or a signal
  * with no handler): how long a record waits between its `log()` call and its commit, and so how
  * many records a process that is killed outright can lose. Logs at steady rates (BENCH_RATES,
- * records per second, default 1000,10000,50000) for 3 s each in 10 ms ticks, with the receiver
+ * records per second, default 1000,10000,50000) for 3 s each in ticks of BENCH_TICK_MS (10), with the
+ * transport's defaults and BENCH_VECTOR_OPTIONS (JSON, e.g. `{"commitDelay":0}`) over them, the receiver
  * down, and reports the time from each log call to its `'logged'` event (the commit): p50, p99, max,
  * after the first 0.5 s (records logged while the file opens wait for that too: reported apart).
  */
@@ -15,10 +16,12 @@ import { MESSAGE, record } from './workload';
 
 const RATES = (process.env.BENCH_RATES ?? '1000,10000,50000').split(',').map(Number);
 const SECONDS = 3;
+const TICK_MS = Number(process.env.BENCH_TICK_MS ?? 10);
+const OPTIONS = JSON.parse(process.env.BENCH_VECTOR_OPTIONS ?? '{}') as object;
 
 async function measure(rate: number): Promise<number[]> {
   const dir = mkdtempSync(join(tmpdir(), 'wv-window-'));
-  const t = new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', dbPath: join(dir, 'q.db'), flushInterval: 3_600_000 });
+  const t = new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', dbPath: join(dir, 'q.db'), flushInterval: 3_600_000, ...OPTIONS });
   t.on('warn', () => undefined);
   const loggedAt: number[] = [];
   const waits: number[] = [];
@@ -28,7 +31,7 @@ async function measure(rate: number): Promise<number[]> {
     (i < warm ? startup : waits).push(performance.now() - loggedAt[i]!);
   });
   const logger = winston.createLogger({ transports: [t] });
-  const perTick = Math.max(1, Math.round(rate / 100));
+  const perTick = Math.max(1, Math.round((rate * TICK_MS) / 1000));
   let i = 0;
   // Records logged in the first 0.5 s wait for the file to open too: reported apart.
   let warm = Number.POSITIVE_INFINITY;
@@ -40,7 +43,7 @@ async function measure(rate: number): Promise<number[]> {
       loggedAt[i] = performance.now();
       logger.info(MESSAGE, record(i));
     }
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, TICK_MS));
   }
   await t.committed();
   await t.close();

@@ -24,9 +24,11 @@ interface Settings {
   n: number;
   url: string;
   dir: string;
-  /** `sync`: one synchronous loop of n calls; `steady`: `rate` calls a second in 10 ms ticks. */
+  /** `sync`: one synchronous loop of n calls; `steady`: `rate` calls a second in ticks of `tick` ms. */
   phase: 'throughput' | 'sync' | 'memory' | 'drain' | 'steady';
   rate?: number;
+  /** The steady run's tick, in ms (10 unless given). */
+  tick?: number;
 }
 
 const settings = JSON.parse(process.env.BENCH_CONTENDER!) as Settings;
@@ -71,6 +73,8 @@ function transportFor(s: Settings): TransportStream & { close?: () => unknown } 
         // would drop (and count) the oldest. The memory run keeps them all.
         ...(s.phase === 'memory' || s.phase === 'drain' ? { maxQueueBytes: 1024 ** 3 } : {}),
         closeTimeout: s.phase === 'memory' || s.phase === 'drain' ? 0 : 60_000,
+        // BENCH_VECTOR_OPTIONS: options to try (JSON), over the ones above.
+        ...(process.env.BENCH_VECTOR_OPTIONS ? (JSON.parse(process.env.BENCH_VECTOR_OPTIONS) as object) : {}),
       });
     case 'floor':
       return new FloorTransport(s.url, join(s.dir, 'queue.db'));
@@ -178,19 +182,19 @@ function reportThreads(before: Map<string, number>, after: Map<string, number>, 
 }
 
 /**
- * `rate` calls a second, in 10 ms ticks (a few records per request, as a service logs), for
- * STEADY_MS. Each record carries the time of its call (`t`), for the receiver's lag figures. Over
+ * `rate` calls a second, in ticks of `tick` ms (10: 20 records a tick at 2,000/s; 1: two), each
+ * tick one turn of the event loop, for STEADY_MS. Each record carries the time of its call (`t`), for the receiver's lag figures. Over
  * the last STEADY_MS - STEADY_WARMUP_MS: the main thread's event-loop utilization, and the CPU of the
  * whole process (every thread) per record.
  */
-async function steady(logger: winston.Logger, rate: number): Promise<{ utilization: number; cpuUsPerRecord: number; records: number }> {
+async function steady(logger: winston.Logger, rate: number, tick: number): Promise<{ utilization: number; cpuUsPerRecord: number; records: number }> {
   const { performance } = await import('node:perf_hooks');
   const start = performance.now();
   let i = 0;
   let threads0: Map<string, number> | undefined;
   let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; cpu: NodeJS.CpuUsage; i: number } | undefined;
   return new Promise((resolve) => {
-    const tick = () => {
+    const step = () => {
       const elapsed = performance.now() - start;
       const due = Math.floor((Math.min(elapsed, STEADY_MS) / 1000) * rate);
       for (; i < due; i++) logger.info(MESSAGE, { ...record(i), t: Date.now() });
@@ -199,7 +203,7 @@ async function steady(logger: winston.Logger, rate: number): Promise<{ utilizati
         threads0 = threadCpu();
       }
       if (elapsed < STEADY_MS) {
-        setTimeout(tick, 10);
+        setTimeout(step, tick);
         return;
       }
       const elu = performance.eventLoopUtilization(mark!.elu);
@@ -208,7 +212,7 @@ async function steady(logger: winston.Logger, rate: number): Promise<{ utilizati
       if (process.env.BENCH_THREADS) reportThreads(threads0!, threadCpu(), records);
       resolve({ utilization: elu.utilization, cpuUsPerRecord: (cpu.user + cpu.system) / records, records });
     };
-    setTimeout(tick, 10);
+    setTimeout(step, tick);
   });
 }
 
@@ -223,7 +227,7 @@ async function main(): Promise<void> {
   let cpu0 = process.cpuUsage();
   if (settings.phase === 'steady') {
     send({ started: Date.now() });
-    send({ steady: await steady(logger, settings.rate!) });
+    send({ steady: await steady(logger, settings.rate!, settings.tick ?? 10) });
   } else if (settings.phase === 'drain') {
     // The backlog is already on disk: opening the transport ships it.
     send({ started: Date.now() });

@@ -12,9 +12,13 @@
  * Environment: BENCH_N (records per throughput run, 100000), BENCH_RUNS (runs per figure, median; 3),
  * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders;
  * `floor`, bench/floor.ts, runs only when named there),
- * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there),
+ * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there, every thread
+ * its own, sampled every BENCH_CPU_PROF_INTERVAL µs: 97, a period prime to the steady runs' ticks, which
+ * a 1 ms sampling aliases with), BENCH_VECTOR_OPTIONS (JSON: VectorTransport options to try, over the
+ * benchmark's own),
  * BENCH_PHASES (comma list: throughput, steady, memory, drain; all by default), BENCH_STEADY_RATES
- * (records/s of the steady runs, `2000,10000`), BENCH_STEADY_RUNS (their rounds, 1), BENCH_THREADS
+ * (records/s of the steady runs, `2000,10000`), BENCH_STEADY_RUNS (their rounds, 1), BENCH_STEADY_TICK_MS
+ * (their ticks, `10,1`: each tick logs its share of the rate in one turn of the event loop), BENCH_THREADS
  * (set: each steady run also tells, on stderr, the CPU of every thread of its process, busiest first).
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -49,10 +53,10 @@ interface Report {
   rss?: { before: number; peak: number; after: number };
 }
 
-function startContender(name: ContenderName, n: number, url: string, dir: string, phase: string, rate?: number) {
+function startContender(name: ContenderName, n: number, url: string, dir: string, phase: string, rate?: number, tick?: number) {
   const child: ChildProcess = fork(join(__dirname, 'contender.ts'), [], {
-    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
-    env: { ...process.env, BENCH_CONTENDER: JSON.stringify({ name, n, url, dir, phase, rate }) },
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL ?? 97}`] : [])],
+    env: { ...process.env, BENCH_CONTENDER: JSON.stringify({ name, n, url, dir, phase, rate, tick }) },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   const report: Report = {};
@@ -149,6 +153,13 @@ const STEADY_RUNS = Number(process.env.BENCH_STEADY_RUNS ?? 1);
 /** Contenders of the steady-rate runs: the floor (do-nothing), the peers the targets name, and ours. */
 const STEADY: ContenderName[] = ['noop', 'file', 'http-batch', 'vector'];
 const STEADY_RATES = (process.env.BENCH_STEADY_RATES ?? '2000,10000').split(',').map(Number);
+/**
+ * Ticks of the steady runs, in ms: 10 (20 records a tick at 2,000/s: the targets are measured so),
+ * and 1 (two a tick: a service that logs a record or two per request, each in a turn of its own).
+ */
+const STEADY_TICKS = (process.env.BENCH_STEADY_TICK_MS ?? '10,1').split(',').map(Number);
+/** The steady scenarios, by key: `2000` at 10 ms ticks, `2000@1ms` at others. */
+const STEADY_SCENARIOS = STEADY_TICKS.flatMap((tick) => STEADY_RATES.map((rate) => ({ rate, tick, key: tick === 10 ? String(rate) : `${rate}@${tick}ms` })));
 
 interface SteadyFigures {
   utilization: number;
@@ -163,23 +174,23 @@ const percentile = (xs: number[], p: number) => {
 };
 
 /**
- * Steady rates: each contender in its own process logs `rate` calls a second in 10 ms ticks, RUNS
+ * Steady rates: each contender in its own process logs `rate` calls a second in ticks of `tick` ms, RUNS
  * rounds; the medians of main-thread utilization and CPU per record over the measured seconds, and
  * for VectorTransport the lag from the log call to the receiver (p50, p99, over the measured seconds
  * of every run).
  */
-async function steadyRates(receiver: CountingReceiver): Promise<Record<number, Partial<Record<ContenderName, SteadyFigures>>>> {
-  const out: Record<number, Partial<Record<ContenderName, SteadyFigures>>> = {};
+async function steadyRates(receiver: CountingReceiver): Promise<Record<string, Partial<Record<ContenderName, SteadyFigures>>>> {
+  const out: Record<string, Partial<Record<ContenderName, SteadyFigures>>> = {};
   const names = STEADY.filter((c) => CONTENDERS.includes(c));
-  for (const rate of STEADY_RATES) {
+  for (const { rate, tick, key } of STEADY_SCENARIOS) {
     const runs = new Map<ContenderName, Array<{ utilization: number; cpuUsPerRecord: number }>>(names.map((n) => [n, []]));
     const lags = new Map<ContenderName, number[]>(names.map((n) => [n, []]));
     for (let round = 0; round < STEADY_RUNS; round++) {
       for (const name of names) {
-        process.stderr.write(`steady ${rate}/s: ${name} (round ${round + 1} of ${STEADY_RUNS})\n`);
+        process.stderr.write(`steady ${rate}/s in ${tick} ms ticks: ${name} (round ${round + 1} of ${STEADY_RUNS})\n`);
         const dir = mkdtempSync(join(tmpdir(), 'wv-bench-'));
         receiver.lags = [];
-        const c = startContender(name, 0, receiver.url, dir, 'steady', rate);
+        const c = startContender(name, 0, receiver.url, dir, 'steady', rate, tick);
         await c.next('steady', 60_000);
         await c.finish();
         await c.exited;
@@ -190,11 +201,11 @@ async function steadyRates(receiver: CountingReceiver): Promise<Record<number, P
         runs.get(name)!.push(c.report.steady!);
       }
     }
-    out[rate] = {};
+    out[key] = {};
     for (const name of names) {
       const r = runs.get(name)!;
       const l = lags.get(name)!;
-      out[rate]![name] = {
+      out[key]![name] = {
         utilization: median(r.map((x) => x.utilization)),
         cpuUsPerRecord: median(r.map((x) => x.cpuUsPerRecord)),
         ...(NETWORK.has(name) && l.length > 0 ? { lagP50Ms: percentile(l, 50), lagP99Ms: percentile(l, 99) } : {}),
@@ -322,8 +333,8 @@ async function main(): Promise<void> {
   // Steady rates: above the floor (winston with a do-nothing transport), as ratios to File (the
   // main thread) and to Http with batch 100 (CPU of every thread).
   const steadyRows: string[][] = [];
-  for (const rate of STEADY_RATES.filter((x) => steady[x])) {
-    const r = steady[rate]!;
+  for (const { rate, tick, key } of STEADY_SCENARIOS.filter((x) => steady[x.key])) {
+    const r = steady[key]!;
     const floor = r.noop;
     for (const name of STEADY.filter((c) => r[c])) {
       const f = r[name]!;
@@ -332,7 +343,7 @@ async function main(): Promise<void> {
       const fileUtil = r.file && floor ? r.file.utilization - floor.utilization : Number.NaN;
       const httpCpu = r['http-batch'] && floor ? r['http-batch'].cpuUsPerRecord - floor.cpuUsPerRecord : Number.NaN;
       steadyRows.push([
-        rate.toLocaleString('en-US'),
+        `${rate.toLocaleString('en-US')}${tick === 10 ? '' : ` (${tick} ms ticks)`}`,
         name,
         `${(f.utilization * 100).toFixed(1)}%`,
         name === 'noop' ? '-' : `${(util * 100).toFixed(1)}%${name === 'file' ? '' : ` (${(util / fileUtil).toFixed(2)}× File)`}`,
