@@ -20,6 +20,7 @@ describe('options', () => {
     assert.equal(o.maxRecordBytes, 1024 * 1024);
     assert.equal(o.synchronous, 'normal');
     assert.equal(o.highWaterMark, 16_384);
+    assert.equal(o.commitDelay, 5);
     assert.equal(o.maxQueueBytes, 256 * 1024 * 1024);
     assert.equal(o.overflow, 'drop-oldest');
     assert.equal(o.maxDeadLetters, 10_000);
@@ -52,6 +53,9 @@ describe('options', () => {
     [{ maxRetryDelay: 10, retryDelay: 100 }, /`maxRetryDelay` must be ≥ `retryDelay` \(100\), got 10/],
     [{ synchronous: 'off' as never }, /`synchronous` must be one of 'normal', 'full', got "off"/],
     [{ highWaterMark: 0 }, /`highWaterMark` must be an integer ≥ 1, got 0/],
+    [{ commitDelay: -1 }, /`commitDelay` must be an integer ≥ 0, got -1/],
+    [{ commitDelay: 2.5 }, /`commitDelay` must be an integer ≥ 0, got 2.5/],
+    [{ commitDelay: 5000 }, /`commitDelay` must be at most 1000, got 5000/],
     [{ maxQueueBytes: 1000 }, /`maxQueueBytes` must be an integer ≥ 65536, got 1000/],
     [{ overflow: 'drop-all' as never }, /`overflow` must be one of 'drop-oldest', 'drop-newest', got "drop-all"/],
   ];

@@ -505,6 +505,61 @@ describe('VectorTransport through a winston logger', () => {
     });
   }
 
+  it('records logged a few at a time wait commitDelay for more and go in one commit; committed() does not wait for the delay', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { commitDelay: 1000 });
+    const logger = loggerWith(t);
+    logger.info('open');
+    await t.committed();
+    const sizes: number[] = [];
+    t.on('commit', (rows: number) => sizes.push(rows));
+    // One record every 5 ms, each in a turn of its own: with commitDelay 0 each would be a commit.
+    for (let i = 0; i < 10; i++) {
+      logger.info(`few${i}`);
+      await sleep(5);
+    }
+    assert.deepEqual(sizes, [], 'nothing is committed while fewer than 256 records wait inside commitDelay');
+    const started = Date.now();
+    await t.committed();
+    assert.ok(Date.now() - started < 1000, 'committed() starts the waiting commit at once instead of waiting for commitDelay');
+    assert.deepEqual(sizes, [10], 'the ten records went in one commit');
+    await t.flush();
+    await r.waitForEvents(11);
+    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: 10 }, (_, i) => `few${i}`)]);
+  });
+
+  it('256 records waiting start their commit at once, whatever commitDelay', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { commitDelay: 1000 });
+    const logger = loggerWith(t);
+    logger.info('open');
+    await t.committed();
+    const sizes: number[] = [];
+    t.on('commit', (rows: number) => sizes.push(rows));
+    const started = Date.now();
+    for (let i = 0; i < 300; i++) logger.info(`many${i}`);
+    await until(() => sizes.length > 0, 900, 'a commit without waiting for commitDelay');
+    assert.ok(Date.now() - started < 1000);
+    assert.equal(sizes[0], 300, 'the whole turn in one commit');
+  });
+
+  it('records that fill a highWaterMark below 256 do not wait for commitDelay: winston is never held back by it', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { commitDelay: 1000, highWaterMark: 10 });
+    const logger = loggerWith(t);
+    logger.info('open');
+    await t.committed();
+    let committed = 0;
+    t.on('commit', (rows: number) => (committed += rows));
+    const started = Date.now();
+    for (let i = 0; i < 30; i++) logger.info(`hwm${i}`);
+    // Each highWaterMark that fills goes at once; only the last few (fewer than 10) may wait.
+    await until(() => committed >= 21, 900, 'the records that filled highWaterMark committed without waiting for commitDelay');
+    assert.ok(Date.now() - started < 1000);
+    await t.committed();
+    assert.equal(committed, 30);
+  });
+
   it('refuses, at construction, an option the delivery worker cannot receive (a function inside tls)', () => {
     const dbPath = join(tempDir(), 'q.db');
     assert.throws(

@@ -11,7 +11,7 @@ const TRANSPORT_KEYS: Record<Exclude<keyof VectorTransportOptions, 'log' | 'logv
   flushInterval: true, maxRetries: true, retryDelay: true, maxRetryDelay: true, extraFields: true,
   headers: true, secretHeaders: true, timeout: true, body: true, compression: true, levelNumbers: true,
   closeTimeout: true, idField: true, maxRecordBytes: true, synchronous: true, tls: true,
-  highWaterMark: true, maxQueueBytes: true, overflow: true, maxAge: true, maxDeadLetters: true,
+  highWaterMark: true, commitDelay: true, maxQueueBytes: true, overflow: true, maxAge: true, maxDeadLetters: true,
   leaseTimeout: true,
   // winston-transport's own (its `log`, `logv` and `close` would replace the transport's methods)
   format: true, level: true, silent: true, handleExceptions: true, handleRejections: true,

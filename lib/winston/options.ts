@@ -67,6 +67,13 @@ export interface VectorTransportOptions extends TransportStreamOptions {
    * to the delivery worker meanwhile, as chunks fill. Default 16384.
    */
   highWaterMark?: number;
+  /**
+   * How long, in ms, records logged a few at a time wait to be committed together: one commit for
+   * all that came in meanwhile instead of one per turn of the event loop. A commit starts at once
+   * (at the end of the current turn) when 256 records or more wait (or `highWaterMark`), and when `committed()`,
+   * `flush()` or `close()` is called. `kill -9` can lose what waits. 0: every turn commits. Default 5.
+   */
+  commitDelay?: number;
   /** Bound of the queue on disk (the database, its WAL and its shm file together), in bytes. Default 256 MiB. */
   maxQueueBytes?: number;
   /** What goes when the queue is full: `'drop-oldest'` (default) or `'drop-newest'`. */
@@ -109,6 +116,7 @@ export interface ResolvedOptions {
   readonly synchronous: 'normal' | 'full';
   readonly tls: Readonly<TlsOptions>;
   readonly highWaterMark: number;
+  readonly commitDelay: number;
   readonly maxQueueBytes: number;
   readonly overflow: 'drop-oldest' | 'drop-newest';
   readonly maxAge: number | undefined;
@@ -137,6 +145,7 @@ export const DEFAULTS = Object.freeze({
   maxRecordBytes: 1024 * 1024,
   synchronous: 'normal',
   highWaterMark: 16_384,
+  commitDelay: 5,
   maxQueueBytes: 256 * 1024 * 1024,
   overflow: 'drop-oldest',
   maxDeadLetters: 10_000,
@@ -164,6 +173,11 @@ function integer(name: string, value: unknown, fallback: number, min: number): n
     throw new RangeError(`\`${name}\` must be an integer ≥ ${min}, got ${show(v)}`);
   }
   return v;
+}
+
+function atMost(name: string, value: number, max: number): number {
+  if (value > max) throw new RangeError(`\`${name}\` must be at most ${max}, got ${value}`);
+  return value;
 }
 
 function nonEmpty(name: string, value: unknown): string {
@@ -311,6 +325,7 @@ export function resolveOptions(options: VectorTransportOptions): ResolvedOptions
     synchronous: oneOf('synchronous', options.synchronous, DEFAULTS.synchronous, ['normal', 'full'] as const),
     tls: Object.freeze({ ...tls }),
     highWaterMark: integer('highWaterMark', options.highWaterMark, DEFAULTS.highWaterMark, 1),
+    commitDelay: atMost('commitDelay', integer('commitDelay', options.commitDelay, DEFAULTS.commitDelay, 0), 1000),
     maxQueueBytes: integer('maxQueueBytes', options.maxQueueBytes, DEFAULTS.maxQueueBytes, 64 * 1024),
     overflow: oneOf('overflow', options.overflow, DEFAULTS.overflow, ['drop-oldest', 'drop-newest'] as const),
     maxAge: options.maxAge === undefined ? undefined : integer('maxAge', options.maxAge, 0, 1),

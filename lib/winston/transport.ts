@@ -68,6 +68,9 @@ const EXIT_SHIP_MS = 2000;
 /** Batches with the delivery worker at once (see `commitLoop`). */
 const MAX_FLIGHTS = 2;
 
+/** Records waiting for a commit that make it start at once, without waiting `commitDelay` for more. */
+const COMMIT_NOW_ROWS = 256;
+
 /** Chunks go to the worker during a synchronous burst while fewer than this many `highWaterMark`s of records handed over are unanswered (see `handOverFilled`). */
 const EARLY_HANDOVER = 4;
 
@@ -168,6 +171,10 @@ export class VectorTransport extends TransportStream {
   private held: Array<() => void> = [];
   /** The commit loop, while it runs. */
   private committing: Promise<void> | undefined;
+  /** Callers of `committed()` (and of what waits for it) still waiting: no commit waits for more records meanwhile. */
+  private committedWaiters = 0;
+  /** Starts the commit that waits `commitDelay` for more records, now (set while one waits). */
+  private commitNow: (() => void) | undefined;
   private readonly dropped: Record<string, number> = {};
   private readonly dropWarnings = new Map<string, { at: number; count: number }>();
   private closing: Promise<void> | undefined;
@@ -433,6 +440,7 @@ export class VectorTransport extends TransportStream {
     }
     if (this.uncommitted.filledRows > 0) this.handOverFilled();
     if (this.committing === undefined) this.startCommits();
+    else if (this.commitNow !== undefined && !this.fewWaiting()) this.commitNow();
   }
 
   /**
@@ -459,11 +467,45 @@ export class VectorTransport extends TransportStream {
     this.launch(batch, [], true);
   }
 
+  /**
+   * Started after the current synchronous burst, which then goes into one transaction. A few
+   * records (fewer than COMMIT_NOW_ROWS) wait up to `commitDelay` ms for more, so a service that
+   * logs a record or two per turn of the event loop pays for one commit every few ms, not one per
+   * turn. The timer is unref'd: a process that exits meanwhile writes what waits out beside the
+   * file (the exit spill), as it does for a commit under way.
+   */
   private startCommits(): void {
-    // Started after the current synchronous burst, which then goes into one transaction.
-    this.committing = new Promise<void>((resolve) => queueMicrotask(resolve))
-      .then(() => this.commitLoop())
-      .catch(() => undefined); // a listener that threw (see commitLoop)
+    const start =
+      this.fewWaiting()
+        ? new Promise<void>((resolve) => {
+            const now = () => {
+              clearTimeout(timer);
+              this.commitNow = undefined;
+              queueMicrotask(resolve);
+            };
+            const timer = setTimeout(now, this.config.commitDelay);
+            timer.unref();
+            this.commitNow = now;
+          })
+        : new Promise<void>((resolve) => queueMicrotask(resolve));
+    this.committing = start.then(() => this.commitLoop()).catch(() => undefined); // a listener that threw (see commitLoop)
+  }
+
+  /**
+   * A few records wait, and may wait `commitDelay` for more: fewer than COMMIT_NOW_ROWS (and than
+   * `highWaterMark`, so winston is not pushed back), nobody awaits their commit, and the transport
+   * is not closing.
+   */
+  private fewWaiting(): boolean {
+    const n = this.uncommitted.length;
+    return (
+      this.config.commitDelay > 0 &&
+      n < COMMIT_NOW_ROWS &&
+      n < this.config.highWaterMark &&
+      this.held.length === 0 &&
+      this.committedWaiters === 0 &&
+      this.closing === undefined
+    );
   }
 
   private admit(callback: () => void): void {
@@ -495,11 +537,17 @@ export class VectorTransport extends TransportStream {
         this.noticedUnavailable = lost;
         this.launch(RecordBatch.of([noticeRecord(count, 'queue-unavailable', this.config.overflow, this.context())]), [], false);
       }
+      let launched = false;
       while (this.uncommitted.length > 0 || this.flights.length > 0) {
-        if (this.uncommitted.length === 0 || this.flights.length >= MAX_FLIGHTS) {
+        const few = this.fewWaiting();
+        if (this.uncommitted.length === 0 || this.flights.length >= MAX_FLIGHTS || (few && this.flights.length > 0)) {
           await this.flights[0]!.done;
           continue;
         }
+        // A few records came in while the last commit ran: they wait `commitDelay` for more (the
+        // loop ends, and starts again delayed).
+        if (few && launched) break;
+        launched = true;
         const batch = this.uncommitted.take();
         this.burstFlags[0] = 0;
         const infos = this.uncommittedInfos;
@@ -673,9 +721,15 @@ export class VectorTransport extends TransportStream {
     await new Promise((resolve) => setImmediate(resolve));
     // While the file cannot be opened, nothing can be committed: answer then instead of waiting
     // for an open that may take long (the records wait in memory, see start()).
-    while (this.committing && !this.openFailed) {
-      if (this.opened) await this.committing;
-      else await Promise.race([this.committing, new Promise<void>((resolve) => this.onOpenFailed.push(resolve))]);
+    this.committedWaiters++;
+    try {
+      while (this.committing && !this.openFailed) {
+        this.commitNow?.();
+        if (this.opened) await this.committing;
+        else await Promise.race([this.committing, new Promise<void>((resolve) => this.onOpenFailed.push(resolve))]);
+      }
+    } finally {
+      this.committedWaiters--;
     }
   }
 
