@@ -2,9 +2,9 @@
  * `npx tsx bench/commit-window.ts`: the loss window of `kill -9` (and of the OOM killer, or a signal
  * with no handler): how long a record waits between its `log()` call and its commit, and so how
  * many records a process that is killed outright can lose. Logs at steady rates (BENCH_RATES,
- * records per second, default 1000,10000,50000) for 3 s each in ticks of BENCH_TICK_MS (10), with the
- * transport's defaults and BENCH_VECTOR_OPTIONS (JSON, e.g. `{"commitDelay":0}`) over them, the receiver
- * down, and reports the time from each log call to its `'logged'` event (the commit): p50, p99, max,
+ * records per second, default 1000,10000,50000) for 3 s each in ticks of BENCH_TICK_MS (10), with
+ * the transport's defaults and BENCH_VECTOR_OPTIONS (JSON, e.g. `{"commitDelay":0}`) over them,
+ * the receiver down, and reports the time from each log call to its `'logged'` event (the commit): p50, p99, max,
  * after the first 0.5 s (records logged while the file opens wait for that too: reported apart).
  */
 import { mkdtempSync, rmSync } from 'node:fs';

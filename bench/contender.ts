@@ -183,9 +183,9 @@ function reportThreads(before: Map<string, number>, after: Map<string, number>, 
 
 /**
  * `rate` calls a second, in ticks of `tick` ms (10: 20 records a tick at 2,000/s; 1: two), each
- * tick one turn of the event loop, for STEADY_MS. Each record carries the time of its call (`t`), for the receiver's lag figures. Over
- * the last STEADY_MS - STEADY_WARMUP_MS: the main thread's event-loop utilization, and the CPU of the
- * whole process (every thread) per record.
+ * tick one turn of the event loop, for STEADY_MS. Each record carries the time of its call (`t`),
+ * for the receiver's lag figures. Over the last STEADY_MS - STEADY_WARMUP_MS: the main thread's
+ * event-loop utilization, and the CPU of the whole process (every thread) per record.
  */
 async function steady(logger: winston.Logger, rate: number, tick: number): Promise<{ utilization: number; cpuUsPerRecord: number; records: number }> {
   const { performance } = await import('node:perf_hooks');
