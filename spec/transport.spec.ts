@@ -26,6 +26,18 @@ async function commitSizes(t: VectorTransport, log: (logger: winston.Logger) => 
   return sizes;
 }
 
+/** A transport with `options` whose file is open (one record committed), and the sizes of its commits from then on. */
+async function openedWith(options: Partial<ConstructorParameters<typeof VectorTransport>[0]>) {
+  const r = await receiver();
+  const t = transport(r.url, options);
+  const logger = loggerWith(t);
+  logger.info('open');
+  await t.committed();
+  const sizes: number[] = [];
+  t.on('commit', (rows: number) => sizes.push(rows));
+  return { r, t, logger, sizes };
+}
+
 const messages = (events: Array<Record<string, unknown>>) => events.map((e) => e.message);
 
 /** Flushes `t` and checks that `r` received `${prefix}0` … `${prefix}${n - 1}`, each once, in order. */
@@ -506,13 +518,7 @@ describe('VectorTransport through a winston logger', () => {
   }
 
   it('records logged a few at a time wait commitDelay for more and go in one commit; committed() does not wait for the delay', async () => {
-    const r = await receiver();
-    const t = transport(r.url, { commitDelay: 1000 });
-    const logger = loggerWith(t);
-    logger.info('open');
-    await t.committed();
-    const sizes: number[] = [];
-    t.on('commit', (rows: number) => sizes.push(rows));
+    const { r, t, logger, sizes } = await openedWith({ commitDelay: 1000 });
     // One record every 5 ms, each in a turn of its own: with commitDelay 0 each would be a commit.
     for (let i = 0; i < 10; i++) {
       logger.info(`few${i}`);
@@ -529,13 +535,7 @@ describe('VectorTransport through a winston logger', () => {
   });
 
   it('256 records waiting start their commit at once, whatever commitDelay', async () => {
-    const r = await receiver();
-    const t = transport(r.url, { commitDelay: 1000 });
-    const logger = loggerWith(t);
-    logger.info('open');
-    await t.committed();
-    const sizes: number[] = [];
-    t.on('commit', (rows: number) => sizes.push(rows));
+    const { logger, sizes } = await openedWith({ commitDelay: 1000 });
     const started = Date.now();
     for (let i = 0; i < 300; i++) logger.info(`many${i}`);
     await until(() => sizes.length > 0, 900, 'a commit without waiting for commitDelay');
@@ -544,20 +544,15 @@ describe('VectorTransport through a winston logger', () => {
   });
 
   it('records that fill a highWaterMark below 256 do not wait for commitDelay: winston is never held back by it', async () => {
-    const r = await receiver();
-    const t = transport(r.url, { commitDelay: 1000, highWaterMark: 10 });
-    const logger = loggerWith(t);
-    logger.info('open');
-    await t.committed();
-    let committed = 0;
-    t.on('commit', (rows: number) => (committed += rows));
+    const { t, logger, sizes } = await openedWith({ commitDelay: 1000, highWaterMark: 10 });
+    const committed = () => sizes.reduce((a, b) => a + b, 0);
     const started = Date.now();
     for (let i = 0; i < 30; i++) logger.info(`hwm${i}`);
     // Each highWaterMark that fills goes at once; only the last few (fewer than 10) may wait.
-    await until(() => committed >= 21, 900, 'the records that filled highWaterMark committed without waiting for commitDelay');
+    await until(() => committed() >= 21, 900, 'the records that filled highWaterMark committed without waiting for commitDelay');
     assert.ok(Date.now() - started < 1000);
     await t.committed();
-    assert.equal(committed, 30);
+    assert.equal(committed(), 30);
   });
 
   it('refuses, at construction, an option the delivery worker cannot receive (a function inside tls)', () => {
