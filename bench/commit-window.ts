@@ -4,24 +4,24 @@
  * many records a process that is killed outright can lose. Logs at steady rates (BENCH_RATES,
  * records per second, default 1000,10000,50000) for 3 s each in ticks of BENCH_TICK_MS (10), with
  * the transport's defaults and BENCH_VECTOR_OPTIONS (JSON, e.g. `{"commitDelay":0}`) over them,
- * the receiver down, and reports the time from each log call to its `'logged'` event (the commit): p50, p99, max,
- * after the first 0.5 s (records logged while the file opens wait for that too: reported apart).
+ * the receiver down, and reports the time from each log call to its `'logged'` event (the commit):
+ * p50, p99, max, after the first 0.5 s (records logged while the file opens wait for that too:
+ * reported apart).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import winston from 'winston';
 import { VectorTransport } from '../lib/index';
-import { MESSAGE, record } from './workload';
+import { MESSAGE, record, VECTOR_OPTIONS } from './workload';
 
 const RATES = (process.env.BENCH_RATES ?? '1000,10000,50000').split(',').map(Number);
 const SECONDS = 3;
 const TICK_MS = Number(process.env.BENCH_TICK_MS ?? 10);
-const OPTIONS = JSON.parse(process.env.BENCH_VECTOR_OPTIONS ?? '{}') as object;
 
 async function measure(rate: number): Promise<number[]> {
   const dir = mkdtempSync(join(tmpdir(), 'wv-window-'));
-  const t = new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', dbPath: join(dir, 'q.db'), flushInterval: 3_600_000, ...OPTIONS });
+  const t = new VectorTransport({ vectorUrl: 'http://127.0.0.1:9/', project: 'p', table: 't', dbPath: join(dir, 'q.db'), flushInterval: 3_600_000, ...VECTOR_OPTIONS });
   t.on('warn', () => undefined);
   const loggedAt: number[] = [];
   const waits: number[] = [];

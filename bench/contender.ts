@@ -15,7 +15,7 @@ import { Logtail } from '@logtail/node';
 import { LogtailTransport } from '@logtail/winston';
 import { VectorTransport } from '../dist/index.js';
 import { FloorTransport } from './floor';
-import { MESSAGE, record, STEADY_MS, STEADY_WARMUP_MS, WARM_UP_RECORDS } from './workload';
+import { MESSAGE, record, STEADY_MS, STEADY_WARMUP_MS, VECTOR_OPTIONS, WARM_UP_RECORDS } from './workload';
 
 export type ContenderName = 'noop' | 'file' | 'http-batch' | 'http-batch1000' | 'winston-loki' | 'logtail' | 'vector' | 'vector-batch1000' | 'floor';
 
@@ -73,8 +73,7 @@ function transportFor(s: Settings): TransportStream & { close?: () => unknown } 
         // would drop (and count) the oldest. The memory run keeps them all.
         ...(s.phase === 'memory' || s.phase === 'drain' ? { maxQueueBytes: 1024 ** 3 } : {}),
         closeTimeout: s.phase === 'memory' || s.phase === 'drain' ? 0 : 60_000,
-        // BENCH_VECTOR_OPTIONS: options to try (JSON), over the ones above.
-        ...(process.env.BENCH_VECTOR_OPTIONS ? (JSON.parse(process.env.BENCH_VECTOR_OPTIONS) as object) : {}),
+        ...VECTOR_OPTIONS,
       });
     case 'floor':
       return new FloorTransport(s.url, join(s.dir, 'queue.db'));

@@ -10,6 +10,9 @@ export const record = (i: number) => ({
   request: { method: 'POST', path: '/api/cart/checkout', status: 200, duration_ms: 42 },
 });
 
+/** BENCH_VECTOR_OPTIONS: VectorTransport options to try (JSON), over the benchmark's own. */
+export const VECTOR_OPTIONS = JSON.parse(process.env.BENCH_VECTOR_OPTIONS ?? '{}') as object;
+
 /** How long a steady run logs, and when its measured part starts (the first seconds warm up). */
 export const STEADY_MS = 8000;
 export const STEADY_WARMUP_MS = 3000;

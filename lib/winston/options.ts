@@ -70,8 +70,9 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   /**
    * How long, in ms, records logged a few at a time wait to be committed together: one commit for
    * all that came in meanwhile instead of one per turn of the event loop. A commit starts at once
-   * (at the end of the current turn) when 256 records or more wait (or `highWaterMark`), and when `committed()`,
-   * `flush()` or `close()` is called. `kill -9` can lose what waits. 0: every turn commits. Default 5.
+   * (at the end of the current turn) when 256 records or more wait (or `highWaterMark`), and when
+   * `committed()`, `flush()` or `close()` is called. `kill -9` can lose what waits. 0: every turn
+   * commits. Default 5.
    */
   commitDelay?: number;
   /** Bound of the queue on disk (the database, its WAL and its shm file together), in bytes. Default 256 MiB. */
