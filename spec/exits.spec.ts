@@ -90,16 +90,18 @@ describe('exit paths: what was accepted is kept', () => {
     assert.ok(stats.restored > 0, 'the last records came from the exit spill');
   });
 
-  it('the loop running dry while a few records wait commitDelay for more (its timer keeps no process alive): they are written out and ship later, in order', async () => {
-    const dbPath = join(tempDir(), 'q.db');
-    const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 3, how: 'dry', warm: true, options: { commitDelay: 1000 } });
-    assert.deepEqual([res.code, res.signal], [0, null], res.stderr);
-    assert.ok(res.exitMs !== undefined && res.exitMs < 1000, `the process ended without waiting for commitDelay (${res.exitMs} ms)`);
-    const r = await receiver();
-    const { messages, stats } = await shipLeftovers(r, dbPath);
-    assert.deepEqual(messages, ['warm', ...expected(3)]);
-    assert.ok(stats.restored > 0, 'the waiting records came from the exit spill');
-  });
+  for (const how of ['dry', 'throw'] as const) {
+    it(`${how === 'dry' ? 'the loop running dry' : 'an uncaught exception a tick later'} while a few records wait commitDelay for more (its timer keeps no process alive): they are written out and ship later, in order`, async () => {
+      const dbPath = join(tempDir(), 'q.db');
+      const res = await run({ dbPaths: [dbPath], url: 'http://127.0.0.1:9/', count: 3, how, warm: true, options: { commitDelay: 1000 } });
+      assert.deepEqual([res.code, res.signal], [how === 'dry' ? 0 : 1, null], res.stderr);
+      assert.ok(res.exitMs !== undefined && res.exitMs < 1000, `the process ended without waiting for commitDelay (${res.exitMs} ms)`);
+      const r = await receiver();
+      const { messages, stats } = await shipLeftovers(r, dbPath);
+      assert.deepEqual(messages, ['warm', ...expected(3)]);
+      assert.ok(stats.restored > 0, 'the waiting records came from the exit spill');
+    });
+  }
 
   it('kill -9 after a long synchronous loop, before any yield: the records of every chunk filled during the loop were committed meanwhile', async () => {
     const dbPath = join(tempDir(), 'q.db');

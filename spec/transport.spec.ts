@@ -534,6 +534,19 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: 10 }, (_, i) => `few${i}`)]);
   });
 
+  it('flush() and close() do not wait for commitDelay either: what waits is committed and shipped at once', async () => {
+    const { r, t, logger, sizes } = await openedWith({ commitDelay: 1000 });
+    const started = Date.now();
+    logger.info('flushed');
+    await t.flush();
+    assert.deepEqual(sizes, [1]);
+    logger.info('closed');
+    await t.close();
+    assert.ok(Date.now() - started < 1000, 'neither waited for commitDelay');
+    assert.deepEqual(sizes, [1, 1]);
+    assert.deepEqual(messages(r.events), ['open', 'flushed', 'closed']);
+  });
+
   it('256 records waiting start their commit at once, whatever commitDelay', async () => {
     const { logger, sizes } = await openedWith({ commitDelay: 1000 });
     const started = Date.now();
