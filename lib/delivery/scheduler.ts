@@ -15,6 +15,12 @@ export interface SchedulerOptions {
   /** Rows claimed at once (a window), in whole batches, at least one. Default 4000. */
   readonly claimRows?: number;
   /**
+   * Characters of record text one window may hold, at most (default WINDOW_CHARS). A claim writes its
+   * rows again, into the WAL: the queue gives its WAL budget here, so that a claim stays inside the
+   * room `maxQueueBytes` keeps for the WAL.
+   */
+  readonly claimChars?: number;
+  /**
    * True while the logger is committing a burst: requests then wait for it (see `BURST_HOLD_MS`),
    * so shipping does not take the main thread and SQLite's thread from the logger.
    */
@@ -27,16 +33,17 @@ const BURST_HOLD_MS = 1000;
 /** At most one warning about unanswered requests this often, in ms. */
 const UNANSWERED_WARN_MS = 10_000;
 
-/** Characters of record text one window may hold: with long records, windows get shorter. */
+/** Characters of record text one window may hold by default: with long records, windows get shorter. */
 const WINDOW_CHARS = 8 * 1024 * 1024;
 
 /**
  * Rows claimed at once: ~4000 (whole batches), so one claim on SQLite's thread serves many
  * requests and stays off the path between two of them; fewer when the records seen so far are long
- * (`avgChars`; one batch until a claim has shown their length), and always at least one batch.
+ * (`avgChars`; one batch until a claim has shown their length) so that a window holds about
+ * `chars`, and always at least one batch.
  */
-function claimSize(batchSize: number, avgChars: number, rows = 4000): number {
-  const byChars = avgChars > 0 ? Math.floor(WINDOW_CHARS / avgChars) : batchSize;
+function claimSize(batchSize: number, avgChars: number, rows = 4000, chars = WINDOW_CHARS): number {
+  const byChars = avgChars > 0 ? Math.floor(chars / avgChars) : batchSize;
   return batchSize * Math.max(1, Math.floor(Math.min(rows, byChars) / batchSize));
 }
 
@@ -285,10 +292,10 @@ export class Scheduler {
   }
 
   private windowSize(): number {
-    return claimSize(this.options.batchSize, this.avgChars, this.options.claimRows);
+    return claimSize(this.options.batchSize, this.avgChars, this.options.claimRows, this.options.claimChars);
   }
 
-  /** Claims up to `limit` records and learns their length, so the next window holds about `WINDOW_CHARS`. */
+  /** Claims up to `limit` records and learns their length, so the next window holds about `claimChars`. */
   private async claim(limit: number): Promise<QueuedRecord[]> {
     const records = await this.queue.claim(limit);
     if (records.length === 0) return records;

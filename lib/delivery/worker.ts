@@ -104,7 +104,8 @@ async function open(tid: number, t: Transport, file: string, ctx: RecordContext,
       const scheduler = new Scheduler(
         queue,
         t.shipper,
-        { ...c, burst: () => Atomics.load(burst, 0) >= BURST_ROWS || Atomics.load(burst, 1) >= BURST_ROWS },
+        // A window's claim rewrites its rows into the WAL: no more of them than the WAL has room for.
+        { ...c, claimChars: queue.walBudget, burst: () => Atomics.load(burst, 0) >= BURST_ROWS || Atomics.load(burst, 1) >= BURST_ROWS },
         (err: VectorDeliveryError) =>
           post({ op: 'warn', tid, warning: { kind: 'delivery', message: err.message, status: err.status, action: err.action, records: err.records, cause: wire(err.cause) } }),
         () => post({ op: 'recovered', tid }),

@@ -214,6 +214,11 @@ export class SqliteQueue implements Queue {
 
   /** The queue's space on disk, measured. */
   private readonly space: Space;
+
+  /** Bytes the WAL may hold before it is checkpointed: what `maxQueueBytes` keeps room for, beside the file. */
+  get walBudget(): number {
+    return this.space.walBudget;
+  }
   /** What was dropped, counted and told. */
   private readonly drops: Drops;
   /** drop-newest dropped for lack of room: it keeps dropping until a quarter of the bound is free. */
