@@ -334,6 +334,20 @@ describe('Scheduler', () => {
     }
   });
 
+  it('claimChars (the queue gives its WAL budget) bounds a window of long records, still at least one batch', async () => {
+    const text = 'x'.repeat(1000); // 64 KiB of text holds 65 of these
+    for (const [batchSize, expected] of [[10, 60], [100, 100]] as const) {
+      queue = new MemoryQueue();
+      const limits: number[] = [];
+      beforeClaim(queue, (limit) => limits.push(limit));
+      await queue.append(Array.from({ length: 2 * expected + batchSize }, (_, i) => `${text}${i}`));
+      await replaceScheduler({ claimRows: undefined, claimChars: 64 * 1024, batchSize });
+      scheduler.start();
+      await settle();
+      assert.equal(limits[1], expected, `batchSize ${batchSize}: whole batches within 64 KiB, at least one`);
+    }
+  });
+
   it('a batch sent more than half a lease after its claim renews the lease first', async () => {
     await replaceScheduler({ batchSize: 1, leaseTimeout: 1000 });
     const renewed: number[][] = [];
