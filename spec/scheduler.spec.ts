@@ -199,6 +199,43 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls, [['a', 'b'], ['c', 'd', 'e'], ['f', 'g', 'h']]);
   });
 
+  it('flush() while a round is failing gets a round of its own: the receiver may be back', async () => {
+    await replaceScheduler({ maxRetries: 1 });
+    let open!: () => void;
+    shipper.gate = new Promise((r) => (open = r));
+    shipper.answers = [busy]; // the request in flight when flush() is called fails; the next goes in
+    await queue.append(['a', 'b', 'c']);
+    scheduler.start();
+    await settle();
+    assert.equal(shipper.calls.length, 1);
+    let flushed = false;
+    const flush = scheduler.flush().then(() => (flushed = true));
+    await settle();
+    open();
+    await flush;
+    assert.equal(flushed, true);
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['a', 'b', 'c']], 'a second round, at once, in no backoff');
+    assert.equal(queue.rows.length, 0, 'flush() answers after its own round');
+  });
+
+  it('flush() while a round is failing answers after its own round fails too, not later', async () => {
+    await replaceScheduler({ maxRetries: 1 });
+    let open!: () => void;
+    shipper.gate = new Promise((r) => (open = r));
+    shipper.answers = [busy, busy];
+    await queue.append(['a', 'b', 'c']);
+    scheduler.start();
+    await settle();
+    const flush = scheduler.flush();
+    await settle();
+    open();
+    await flush;
+    assert.equal(shipper.calls.length, 2);
+    assert.equal(queue.rows.length, 3);
+    await settle();
+    assert.equal(shipper.calls.length, 2, 'then the backoff holds: no round a flush() does not ask for');
+  });
+
   it('one request in flight; a backlog drains batch after batch without waiting for the interval', async () => {
     let open!: () => void;
     shipper.gate = new Promise((r) => (open = r));

@@ -101,7 +101,13 @@ export class Scheduler {
   private unshipped = 0;
   private state = 'ok';
   private closing = false;
-  private waiters: Array<{ untilId: number; resolve: () => void }> = [];
+  /**
+   * `flush()` callers: each waits for the ids up to `untilId`, and for a round that began after it
+   * did (`after` is the number of rounds begun at the call).
+   */
+  private waiters: Array<{ untilId: number; after: number; resolve: () => void }> = [];
+  /** Rounds begun: a round is one pass of `drain`'s loop, from a claim to an empty queue or a failure. */
+  private rounds = 0;
   /** Mean length of the record text in the last claim that returned any (0 before one did). */
   private avgChars = 0;
   /** Lets a request held for a burst go (set while one is held). */
@@ -141,7 +147,7 @@ export class Scheduler {
     const untilId = await this.queue.maxId();
     if (untilId === 0) return;
     await new Promise<void>((resolve) => {
-      this.waiters.push({ untilId, resolve });
+      this.waiters.push({ untilId, after: this.rounds, resolve });
       this.burstOver?.(); // a request held for a burst goes now
       this.kick(true);
     });
@@ -165,7 +171,7 @@ export class Scheduler {
       this.abort.abort();
       // Leases still not given back would wait for their expiry at the next start.
       if (this.unreleased.length > 0) await this.queue.release(this.unreleased).then(() => (this.unreleased = []), () => undefined);
-      this.settleWaiters(Infinity);
+      this.settleWaiters(Infinity, Infinity);
     }
   }
 
@@ -188,7 +194,10 @@ export class Scheduler {
       })
       .finally(() => {
         this.running = undefined;
+        // A flush() that came while the last round ran gets a round of its own: the one that ran
+        // may have failed before the receiver came back.
         this.settleWaiters(Infinity);
+        if (this.waiters.length > 0) this.kick(true);
       });
     return this.running;
   }
@@ -205,6 +214,7 @@ export class Scheduler {
     const { batchSize, leaseTimeout } = this.options;
     do {
       this.again = false;
+      this.rounds++;
       if (this.unreleased.length > 0) {
         await this.queue.release(this.unreleased);
         this.unreleased = [];
@@ -313,12 +323,16 @@ export class Scheduler {
     this.backoffTimer.unref();
   }
 
-  /** Flush callers waiting for ids up to `doneThrough` are answered. */
-  private settleWaiters(doneThrough: number): void {
+  /**
+   * Flush callers waiting for ids up to `doneThrough` are answered. `Infinity` (the queue held
+   * nothing more to claim, or the round ended) answers only those that called before the round
+   * began, unless `before` says otherwise: a record committed after the claim was not in it.
+   */
+  private settleWaiters(doneThrough: number, before = this.rounds): void {
     if (this.waiters.length === 0) return;
     const keep: typeof this.waiters = [];
     for (const w of this.waiters) {
-      if (w.untilId <= doneThrough) w.resolve();
+      if (w.untilId <= doneThrough && (doneThrough !== Infinity || w.after < before)) w.resolve();
       else keep.push(w);
     }
     this.waiters = keep;
