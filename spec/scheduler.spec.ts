@@ -151,20 +151,34 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls, [['a']]);
   });
 
-  it('while the logger commits a burst, requests wait until it is committed, at most a second from the claim', async () => {
+  it('while the logger commits a burst, requests wait until it is committed and 20 ms pass with no commit of its size, at most a second from the claim', async () => {
     let burst = true;
     await replaceScheduler({ burst: () => burst });
     await queue.append(['a', 'b', 'c', 'd', 'e', 'f']);
     scheduler.start();
     await settle();
     mock.timers.tick(500);
-    scheduler.notify(0); // a commit ended, the burst goes on
+    scheduler.notify(0, true); // a commit ended, the burst goes on
     await settle();
     assert.equal(shipper.calls.length, 0, 'held while the burst is committed');
     burst = false;
-    scheduler.notify(0); // the commit that ends the burst
+    scheduler.notify(0, true); // the commit that ends the burst, or only this turn's part of it
     await settle();
-    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['d', 'e', 'f']]);
+    assert.equal(shipper.calls.length, 0, "held for the burst's next commit, a few ms away");
+    mock.timers.tick(15);
+    scheduler.notify(0, true); // there was one: 20 ms more are waited from the end of this wait
+    await settle();
+    mock.timers.tick(5);
+    await settle();
+    mock.timers.tick(5);
+    scheduler.notify(1); // a small commit does not count
+    await settle();
+    mock.timers.tick(5);
+    await settle();
+    assert.equal(shipper.calls.length, 0, 'still held');
+    mock.timers.tick(10);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['d', 'e', 'f']], 'no commit of its size for 20 ms: the burst is over');
 
     burst = true;
     await queue.append(['g', 'h', 'i']);

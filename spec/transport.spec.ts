@@ -427,6 +427,25 @@ describe('VectorTransport through a winston logger', () => {
     await r.waitForEvents(1000);
   });
 
+  it('requests held for a burst go once it is committed, not when the hold of a second from their claim runs out', async () => {
+    const r = await receiver();
+    const t = transport(r.url, { batchSize: 1000 });
+    const logger = loggerWith(t);
+    // Rounds of a flood (1000 records a turn of the event loop, five turns), no flush(): requests
+    // are claimed during each flood and held for it.
+    for (let round = 0; round < 3; round++) {
+      for (let turn = 0; turn < 5; turn++) {
+        for (let i = 0; i < 1000; i++) logger.info(`burst${round}-${turn}-${i}`);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await t.committed();
+      const committedAt = Date.now();
+      await r.waitForEvents(5000 * (round + 1));
+      // Held until the hold ran out, they would come about a second after their claim, during the burst.
+      assert.ok(Date.now() - committedAt < 600, `round ${round}: delivered ${Date.now() - committedAt} ms after the commit`);
+    }
+  });
+
   it('highWaterMark pushes back on winston: commits stay small, winston buffers the rest, nothing is lost', async () => {
     const r = await receiver();
     const t = transport(r.url, { batchSize: 1000, highWaterMark: 50 });

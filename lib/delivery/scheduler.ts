@@ -30,6 +30,12 @@ export interface SchedulerOptions {
 /** The longest a window's requests wait for a burst to be committed, in ms, counted from the claim. */
 const BURST_HOLD_MS = 1000;
 
+/**
+ * After the commit that ends a burst, how long a held request waits for the burst's next commit, in
+ * ms: a flood logs a turn of the event loop's records at a time, and its commits come a few ms apart.
+ */
+const BURST_QUIET_MS = 20;
+
 /** At most one warning about unanswered requests this often, in ms. */
 const UNANSWERED_WARN_MS = 10_000;
 
@@ -112,6 +118,10 @@ export class Scheduler {
   private avgChars = 0;
   /** Lets a request held for a burst go (set while one is held). */
   private burstOver: (() => void) | undefined;
+  /** True while a held request waits out BURST_QUIET_MS (a commit does not cut that wait short). */
+  private quiet = false;
+  /** Commits of a burst's size ended so far (see `notify`). */
+  private burstCommits = 0;
   /**
    * Ids of records a round claimed and could not give back (the release failed: a full disk):
    * given back before the next round claims, so they wait for no lease to expire.
@@ -134,10 +144,11 @@ export class Scheduler {
     this.kick(false);
   }
 
-  /** Called after records were committed. */
-  notify(appended: number): void {
+  /** Called after a commit ended: `appended` records went in; `burstSized`, it was a burst's commit. */
+  notify(appended: number, burstSized = false): void {
     this.unshipped += appended;
-    if (this.burstOver && !this.options.burst?.()) this.burstOver();
+    if (burstSized) this.burstCommits++;
+    if (this.burstOver && !this.quiet && !this.options.burst?.()) this.burstOver();
     if (this.unshipped >= this.options.batchSize) this.kick(false);
   }
 
@@ -292,13 +303,30 @@ export class Scheduler {
 
   /**
    * While the logger commits a burst, the next request waits until the burst is committed (the
-   * transport calls `notify` after each commit), at most until `deadline`; never on close, on an
-   * abort, or while `flush()` callers wait.
+   * worker calls `notify` after each commit) and no commit of a burst's size has ended for
+   * BURST_QUIET_MS, at most until `deadline`; never on close, on an abort, or while `flush()`
+   * callers wait.
    */
   private async waitForBurst(deadline: number): Promise<void> {
-    if (!this.options.burst?.() || this.closing || this.waiters.length > 0) return;
-    await sleep(deadline - Date.now(), this.abort.signal, (wake) => (this.burstOver = wake));
-    this.burstOver = undefined;
+    const burst = this.options.burst;
+    if (!burst?.()) return;
+    const wake = (w: () => void) => (this.burstOver = w);
+    while (!this.closing && this.waiters.length === 0 && !this.abort.signal.aborted && Date.now() < deadline) {
+      if (burst()) {
+        await sleep(deadline - Date.now(), this.abort.signal, wake);
+        this.burstOver = undefined;
+        continue;
+      }
+      const seen = this.burstCommits;
+      this.quiet = true;
+      try {
+        await sleep(Math.min(BURST_QUIET_MS, deadline - Date.now()), this.abort.signal, wake);
+      } finally {
+        this.quiet = false;
+        this.burstOver = undefined;
+      }
+      if (this.burstCommits === seen && !burst()) return;
+    }
   }
 
   private windowSize(): number {

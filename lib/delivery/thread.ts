@@ -19,6 +19,26 @@ export const BURST_ROWS = 1000;
  */
 export const reached = (mark: number, seq: number): boolean => ((mark - (seq | 0)) | 0) >= 0;
 
+/**
+ * A transport's flags in shared memory, an Int32Array: records waiting for a commit, records
+ * handed over to the worker in all (both written by the main thread), the seq of the last batch
+ * committed, records whose commit ended (gone in or failed) in all (both written by the worker).
+ * The totals are kept modulo 2^32 and compared by their difference.
+ */
+export const FLAG_WAITING = 0;
+export const FLAG_HANDED = 1;
+export const FLAG_COMMITTED_SEQ = 2;
+export const FLAG_ENDED = 3;
+export const FLAG_COUNT = 4;
+
+/**
+ * Whether the logger is in a burst: a commit of BURST_ROWS records or more waits, or is under way.
+ * A commit stops counting when the worker ends it, not when the main thread reads its answer: the
+ * scheduler looks right after the commit, before the answer has even gone.
+ */
+export const inBurst = (flags: Int32Array): boolean =>
+  Atomics.load(flags, FLAG_WAITING) >= BURST_ROWS || ((Atomics.load(flags, FLAG_HANDED) - Atomics.load(flags, FLAG_ENDED)) | 0) >= BURST_ROWS;
+
 /** A cause, as it crosses to the main thread (an Error does not keep its class across). */
 export interface WireCause {
   readonly name: string;

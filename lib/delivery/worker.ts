@@ -10,7 +10,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatch } from './batch';
-import { BURST_ROWS, type FromWorker, type ToWorker, type WireCause } from './thread';
+import { BURST_ROWS, FLAG_COMMITTED_SEQ, FLAG_ENDED, inBurst, type FromWorker, type ToWorker, type WireCause } from './thread';
 import type { VectorDeliveryError } from '../errors';
 import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from '../winston/options';
 import { ForeignFileError, openQueue } from '../queue/open';
@@ -32,7 +32,7 @@ interface Runtime {
 
 interface Transport {
   readonly config: ResolvedOptions;
-  /** Shared with the main thread: [records waiting, records in the commit, last committed seq]. */
+  /** Shared with the main thread (see FLAG_WAITING in lib/delivery/thread.ts). */
   readonly flags: Int32Array;
   readonly shipper: HttpShipper;
   /** The open, retried until it succeeds, is given up (close), or meets a file that is not a queue. */
@@ -72,7 +72,7 @@ function backoff(t: Transport, ms: number): Promise<void> {
  * failing, unreadable) is retried with backoff and told to the main thread, which holds records in
  * memory meanwhile. Only a file that is not a queue is final.
  */
-async function open(tid: number, t: Transport, file: string, ctx: RecordContext, burst: Int32Array): Promise<Runtime | undefined> {
+async function open(tid: number, t: Transport, file: string, ctx: RecordContext): Promise<Runtime | undefined> {
   const c = t.config;
   for (let attempt = 0; ; attempt++) {
     if (t.closeRequested) {
@@ -105,7 +105,7 @@ async function open(tid: number, t: Transport, file: string, ctx: RecordContext,
         queue,
         t.shipper,
         // A window's claim rewrites its rows into the WAL: no more of them than the WAL has room for.
-        { ...c, claimChars: queue.walBudget, burst: () => Atomics.load(burst, 0) >= BURST_ROWS || Atomics.load(burst, 1) >= BURST_ROWS },
+        { ...c, claimChars: queue.walBudget, burst: () => inBurst(t.flags) },
         (err: VectorDeliveryError) =>
           post({ op: 'warn', tid, warning: { kind: 'delivery', message: err.message, status: err.status, action: err.action, records: err.records, cause: wire(err.cause) } }),
         () => post({ op: 'recovered', tid }),
@@ -140,7 +140,7 @@ async function handle(m: ToWorker): Promise<unknown> {
     const ctx = recordContext(config, config.extraFields, undefined);
     const flags = new Int32Array(m.burst);
     const t: Transport = { flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
-    t.runtime = open(m.tid, t, m.file, ctx, flags);
+    t.runtime = open(m.tid, t, m.file, ctx);
     transports.set(m.tid, t);
     return undefined;
   }
@@ -155,9 +155,16 @@ async function handle(m: ToWorker): Promise<unknown> {
       const rt = await t.runtime;
       if (!rt || t.closed) throw new Error('the queue is not open');
       const batch = RecordBatch.fromShared(m.batch);
-      // Told in the statement's own callback: at an exit, the main thread knows this batch is in.
-      await rt.queue.append(batch, () => Atomics.store(t.flags, 2, m.seq));
-      rt.scheduler.notify(batch.length);
+      let appended = 0;
+      try {
+        // Told in the statement's own callback: at an exit, the main thread knows this batch is in.
+        await rt.queue.append(batch, () => Atomics.store(t.flags, FLAG_COMMITTED_SEQ, m.seq));
+        appended = batch.length;
+      } finally {
+        // The commit ended: a request held for the burst may go (it need not wait for the answer).
+        Atomics.add(t.flags, FLAG_ENDED, batch.length);
+        rt.scheduler.notify(appended, batch.length >= BURST_ROWS);
+      }
       return undefined;
     }
     case 'flush': {

@@ -1,6 +1,6 @@
 import TransportStream from 'winston-transport';
 import { BatchWriter, RecordBatch } from '../delivery/batch';
-import { BURST_ROWS, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit, reached } from '../delivery/thread';
+import { FLAG_COMMITTED_SEQ, FLAG_COUNT, FLAG_HANDED, FLAG_WAITING, inBurst, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit, reached } from '../delivery/thread';
 import { VectorDeliveryError, VectorQueueError } from '../errors';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { prepareDatabaseFile } from '../queue/queue-file';
@@ -145,11 +145,8 @@ export class VectorTransport extends TransportStream {
   private settleRuntime: (opened: boolean) => void = () => undefined;
   private readonly worker: DeliveryWorker;
   private readonly tid: number;
-  /**
-   * Shared with the delivery worker: [records waiting for a commit, records in the commit under
-   * way] (read by its scheduler), [the seq of the last batch committed] (written by it).
-   */
-  private readonly burstFlags = new Int32Array(new SharedArrayBuffer(12));
+  /** Shared with the delivery worker: see FLAG_WAITING in lib/delivery/thread.ts. */
+  private readonly flags = new Int32Array(new SharedArrayBuffer(FLAG_COUNT * 4));
   /** Seq of the last batch handed to the worker (batches are committed in seq order). */
   private appendSeq = 0;
   /**
@@ -157,8 +154,6 @@ export class VectorTransport extends TransportStream {
    * said in shared memory that it is committed; its chunks went back to the writer already.
    */
   private flights: Flight[] = [];
-  /** Records in `flights` not yet committed. */
-  private flightRows = 0;
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
   /**
@@ -233,7 +228,7 @@ export class VectorTransport extends TransportStream {
     this.worker = worker;
     this.tid = tid;
     worker.register(tid, (m) => this.fromWorker(m));
-    worker.send({ op: 'open', tid, file, options: crossing, burst: this.burstFlags.buffer as SharedArrayBuffer });
+    worker.send({ op: 'open', tid, file, options: crossing, burst: this.flags.buffer as SharedArrayBuffer });
     // After winston-transport's own 'pipe' listener, which takes the logger's levels.
     this.once('pipe', (source: { levels?: Record<string, number> }) => {
       const level = this.level;
@@ -347,7 +342,7 @@ export class VectorTransport extends TransportStream {
       for (const info of buffered(parent._writableState)) this.acceptBuffered(info, true);
     }
     // The commits under way, but those the worker said went in (it writes the seq in the commit's own callback).
-    const committed = Atomics.load(this.burstFlags, 2);
+    const committed = Atomics.load(this.flags, FLAG_COMMITTED_SEQ);
     const open = this.flights.filter((f) => !reached(committed, f.seq)).map((f) => f.batch);
     return writeSpill(this.file, this.config.destination, open.length === 0 ? undefined : RecordBatch.concat(open), this.uncommitted.peek());
   }
@@ -431,7 +426,7 @@ export class VectorTransport extends TransportStream {
     }
     try {
       this.uncommitted.write(buildRecord(info, this.context()));
-      this.burstFlags[0] = this.uncommitted.length;
+      this.flags[FLAG_WAITING] = this.uncommitted.length;
       // The info is kept until the commit only for those who listen to 'logged'.
       if (this.listenerCount('logged') > 0) this.uncommittedInfos.push(info);
     } catch (err) {
@@ -463,7 +458,7 @@ export class VectorTransport extends TransportStream {
     for (const f of this.flights) unanswered += f.rows;
     if (unanswered >= EARLY_HANDOVER * this.config.highWaterMark) return;
     const batch = this.uncommitted.takeFilled();
-    this.burstFlags[0] = this.uncommitted.length;
+    this.flags[FLAG_WAITING] = this.uncommitted.length;
     this.launch(batch, [], true);
   }
 
@@ -516,10 +511,10 @@ export class VectorTransport extends TransportStream {
   /**
    * @internal The logger is in a burst when a commit carries, or the next one will carry, at least
    * `BURST_ROWS` records: records arrive faster than one commit takes, and the worker's scheduler
-   * holds requests back for it. A test seam.
+   * holds requests back for it. A test seam: the flags the worker's scheduler reads.
    */
   inBurst(): boolean {
-    return this.flightRows >= BURST_ROWS || this.uncommitted.length >= BURST_ROWS;
+    return inBurst(this.flags);
   }
 
   /**
@@ -549,7 +544,7 @@ export class VectorTransport extends TransportStream {
         if (few && launched) break;
         launched = true;
         const batch = this.uncommitted.take();
-        this.burstFlags[0] = 0;
+        this.flags[FLAG_WAITING] = 0;
         const infos = this.uncommittedInfos;
         this.uncommittedInfos = [];
         this.commitOrKeep(batch, infos, rt);
@@ -569,11 +564,11 @@ export class VectorTransport extends TransportStream {
   /**
    * Flights the worker has committed (it writes each one's seq in shared memory, in the commit's own
    * callback) whose answer has not come yet (none can during a synchronous loop, or while the
-   * logger runs on process.nextTick alone): their chunks go back to the writer now, and their
-   * records stop counting as in a commit. So memory stays bounded by what is not yet committed.
+   * logger runs on process.nextTick alone): their chunks go back to the writer now, so memory stays
+   * bounded by what is not yet committed.
    */
   private releaseCommitted(): void {
-    const committed = Atomics.load(this.burstFlags, 2);
+    const committed = Atomics.load(this.flags, FLAG_COMMITTED_SEQ);
     for (const f of this.flights) {
       if (!reached(committed, f.seq)) return;
       if (!f.released) this.release(f);
@@ -582,8 +577,6 @@ export class VectorTransport extends TransportStream {
 
   private release(f: Flight): void {
     f.released = true;
-    this.flightRows -= f.rows;
-    this.burstFlags[1] = this.flightRows;
     this.uncommitted.recycle(f.batch);
     f.batch = RecordBatch.empty;
   }
@@ -613,8 +606,7 @@ export class VectorTransport extends TransportStream {
   /** Hands `batch` to the worker to commit; its flight settles (never rejects) once that is answered. */
   private launch(batch: RecordBatch, infos: Record<string, unknown>[], counted: boolean): void {
     const seq = ++this.appendSeq;
-    this.flightRows += batch.length;
-    this.burstFlags[1] = this.flightRows;
+    Atomics.add(this.flags, FLAG_HANDED, batch.length);
     const flight: Flight = { batch, rows: batch.length, seq, released: false, done: Promise.resolve() };
     flight.done = this.worker
       .request<void>({ op: 'append', tid: this.tid, seq, batch: batch.toShared() })
