@@ -51,7 +51,7 @@ export type WireWarning =
   | { readonly kind: 'delivery'; readonly message: string; readonly status: number | undefined; readonly action: DeliveryAction; readonly records: number; readonly cause?: WireCause };
 
 export type ToWorker =
-  | { op: 'open'; tid: number; id?: undefined; file: string; options: Record<string, unknown>; burst: SharedArrayBuffer }
+  | { op: 'open'; tid: number; id?: undefined; file: string; options: Record<string, unknown>; flags: SharedArrayBuffer }
   | { op: 'append'; tid: number; id: number; seq: number; batch: SharedBatch }
   | { op: 'flush' | 'pending' | 'stats'; tid: number; id: number }
   | { op: 'stop-opening'; tid: number; id?: undefined }

@@ -4,8 +4,8 @@
  * what must happen there (winston's call, building the record, handing its bytes over).
  *
  * Each transport is a `tid`. Messages from the main thread: `open` (the file, the options, the
- * burst flags), `append` (a batch of records to commit), `flush`, `pending`, `stats`, `close`,
- * `exec` (a test seam). Every request with an `id` gets one `reply`. Unasked: `opened`,
+ * transport's shared flags), `append` (a batch of records to commit), `flush`, `pending`, `stats`,
+ * `close`, `exec` (a test seam). Every request with an `id` gets one `reply`. Unasked: `opened`,
  * `open-failed`, `foreign`, `warn`, `drop`, `recovered`, `restored`.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -138,7 +138,7 @@ async function handle(m: ToWorker): Promise<unknown> {
     }
     // Notices only: their level is Python's WARNING whatever the logger's levels are.
     const ctx = recordContext(config, config.extraFields, undefined);
-    const flags = new Int32Array(m.burst);
+    const flags = new Int32Array(m.flags);
     const t: Transport = { flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
     t.runtime = open(m.tid, t, m.file, ctx);
     transports.set(m.tid, t);

@@ -228,7 +228,7 @@ export class VectorTransport extends TransportStream {
     this.worker = worker;
     this.tid = tid;
     worker.register(tid, (m) => this.fromWorker(m));
-    worker.send({ op: 'open', tid, file, options: crossing, burst: this.flags.buffer as SharedArrayBuffer });
+    worker.send({ op: 'open', tid, file, options: crossing, flags: this.flags.buffer as SharedArrayBuffer });
     // After winston-transport's own 'pipe' listener, which takes the logger's levels.
     this.once('pipe', (source: { levels?: Record<string, number> }) => {
       const level = this.level;
