@@ -123,7 +123,7 @@ describe('open failures are never final', () => {
 });
 
 describe('a synchronous burst while commits cannot keep up', () => {
-  it('hands full chunks to the worker during the loop only while fewer than 4 × highWaterMark are unanswered; then winston is held back; nothing is lost', async () => {
+  it('hands full chunks to the worker during the loop only while fewer than 4 × highWaterMark are not yet committed; then winston is held back; nothing is lost', async () => {
     const dbPath = join(tempDir(), 'q.db');
     const r = await receiver();
     const t = transport(r.url, { dbPath, highWaterMark: 2000, batchSize: 1000 });
@@ -137,7 +137,7 @@ describe('a synchronous burst while commits cannot keep up', () => {
     let calledBack = 0;
     const n = 20_000;
     for (let i = 0; i < n; i++) t.log({ level: 'info', message: `b${i}`, pad }, () => calledBack++);
-    // No answer can come during the loop: at most 4 × highWaterMark records handed over (plus the
+    // No commit can end during the loop: at most 4 × highWaterMark records handed over (plus the
     // chunk that crossed it), then highWaterMark waiting here, before log() stops calling back.
     assert.ok(calledBack >= 8000 + 2000 && calledBack <= 8000 + 600 + 2000, `${calledBack} of ${n} log calls called back during the loop`);
     await exec(holder, 'ROLLBACK;');

@@ -465,40 +465,29 @@ describe('VectorTransport through a winston logger', () => {
     await deliveredInOrder(t, r, 'held', 2000);
   });
 
-  it("a producer driven by winston's 'drain' alone (which comes on process.nextTick, so it never yields) is pushed back: commits are answered while it logs", async () => {
+  it('a synchronous loop of log calls that the disk keeps up with is never pushed back: chunks are committed while it runs, past 4 × highWaterMark', async () => {
     const r = await receiver();
-    const t = transport(r.url, { highWaterMark: 1000, batchSize: 1000 });
+    const t = transport(r.url, { highWaterMark: 500, batchSize: 1000 });
     const logger = loggerWith(t);
     logger.info('open');
     await t.committed(); // the file is open: full chunks go to the worker as they fill
-    let producing = true;
-    let answeredDuring = 0;
-    t.on('commit', () => {
-      if (producing) answeredDuring++;
-    });
-    const pad = 'x'.repeat(2000); // ~500 records fill a chunk
-    const n = 20_000;
-    await new Promise<void>((resolve) => {
-      let i = 0;
-      const step = () => {
-        while (i < n) {
-          const ok = logger.write({ level: 'info', message: `d${i++}`, pad, [Symbol.for('level')]: 'info' } as never);
-          if (!ok) {
-            logger.once('drain', step);
-            return;
-          }
-        }
-        resolve();
-      };
-      step();
-    });
-    producing = false;
-    // Unbounded, the chunks would all go to the worker and no answer would be read until the end:
-    // what Node queues for winston meanwhile would grow with every record.
-    assert.ok(answeredDuring > 0, 'the producer was held back, the event loop turned, and commits were answered while it ran');
+    const pad = 'x'.repeat(2000); // ~500 records fill a 1 MiB chunk
+    const n = 5000; // ten highWaterMarks, in one loop with no yield: no answer from the worker can be read
+    let buffered = 0;
+    for (let i = 0; i < n; i++) {
+      logger.info(`s${i}`, { pad });
+      // A caller that does some work per call (0.2 ms): the worker commits each chunk well before
+      // four more fill.
+      const end = performance.now() + 0.2;
+      while (performance.now() < end);
+      buffered = Math.max(buffered, t.writableLength);
+    }
+    // Bounded by answers (which need the loop to yield), the hand-over would stop after 2000
+    // records, and winston would park every info after the next 500 in its stream buffer.
+    assert.equal(buffered, 0, 'log() kept calling back: winston buffered no info during the loop');
     await t.flush();
     await r.waitForEvents(n + 1);
-    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: n }, (_, i) => `d${i}`)]);
+    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: n }, (_, i) => `s${i}`)]);
   });
 
   for (const listening of [false, true]) {

@@ -63,8 +63,8 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   tls?: TlsOptions;
   /**
    * Records accepted and waiting for the next commit before the transport pushes back on winston's
-   * stream (they go into one transaction); in a synchronous burst, up to four times as many more go
-   * to the delivery worker meanwhile, as chunks fill. Default 16384.
+   * stream (they go into one transaction); in a synchronous burst, chunks go to the delivery worker
+   * as they fill, while fewer than four times as many handed over are not yet committed. Default 16384.
    */
   highWaterMark?: number;
   /**
