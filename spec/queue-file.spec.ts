@@ -12,6 +12,7 @@ import { after, describe, it } from 'node:test';
 import sqlite3 from 'sqlite3';
 import winston from 'winston';
 import { VectorTransport } from '../lib/index';
+import { APPLICATION_ID, SCHEMA_VERSION } from '../lib/queue/queue-file';
 import { receiver, sleep, tempDir, transport, until } from './support/helpers';
 
 const bin = join(__dirname, '..', 'dist', 'tools', 'cli.js');
@@ -94,6 +95,25 @@ describe('files that are not ours are never touched', () => {
 });
 
 describe('open failures are never final', () => {
+  it('a new file another connection is still setting up (its write lock held, not yet in WAL mode): SQLite refuses the switch to WAL at once, not after its busy timeout; the open tries again and gets through, with no warning', async () => {
+    const dbPath = join(tempDir(), 'q.db');
+    // What a second transport creating the same new file meanwhile leaves: marked as a queue, still
+    // in rollback mode, its write lock held while it writes.
+    const holder = new sqlite3.Database(dbPath);
+    await exec(holder, `PRAGMA application_id = ${APPLICATION_ID}; PRAGMA user_version = ${SCHEMA_VERSION}; BEGIN IMMEDIATE;`);
+    const r = await receiver();
+    const t = transport(r.url, { dbPath });
+    const logger = winston.createLogger({ transports: [t] });
+    for (let i = 0; i < 20; i++) logger.info(`m${i}`);
+    await sleep(300);
+    await exec(holder, 'COMMIT;');
+    await new Promise<void>((resolve) => holder.close(() => resolve()));
+    await t.committed();
+    assert.deepEqual(await t.flush(), { delivered: 20, pending: 0 });
+    assert.deepEqual(t.warnings.map((w) => w.message), [], 'no open failure was reported');
+    assert.deepEqual(r.events.map((e) => e.message), Array.from({ length: 20 }, (_, i) => `m${i}`));
+  });
+
   it('a file busy past the busy timeout: retried, a warn and no error; records wait (to highWaterMark, then counted and told), then ship', async () => {
     const dbPath = join(tempDir(), 'q.db');
     const first = transport('http://127.0.0.1:9/', { dbPath });

@@ -4,15 +4,24 @@
  * what can still be read of it carried over.
  */
 import { existsSync, renameSync, statSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { APPLICATION_ID, fileKind, ownerDied, prepareDatabaseFile, QUEUE_TABLES, SCHEMA_VERSION } from './queue-file';
 import { SqliteQueue, type QueueOptions } from './queue';
-import { isCorrupt, SCHEMA } from './sql';
+import { isBusy, isCorrupt, SCHEMA } from './sql';
 import { Connection } from './sqlite';
 
 /** The file is not a queue: never retried, never touched. */
 export class ForeignFileError extends Error {
   override readonly name = 'ForeignFileError';
 }
+
+/**
+ * For how long, in ms, an open that SQLite refused as busy at once (well inside the busy timeout) is
+ * tried again, a few ms apart, before it counts as failed. SQLite answers `PRAGMA journal_mode=WAL`
+ * so, without waiting, while another connection holds the write lock of a file not yet in WAL mode:
+ * two transports creating one new file at the same time.
+ */
+const BUSY_RACE_MS = 2000;
 
 /** Rows read at a time from a damaged file (fewer, down to one, where a read fails). */
 const SALVAGE_RANGE = 500;
@@ -31,7 +40,7 @@ function groupBy(rows: ReadonlyArray<{ readonly body: string; readonly destinati
 /** Opens (or creates) the queue. A corrupt file is set aside, renamed and kept, and a new one is made. */
 export async function openQueue(file: string, options: QueueOptions): Promise<SqliteQueue> {
   try {
-    return await openOnce(file, options);
+    return await openThroughRaces(file, options);
   } catch (err) {
     // Only a file that is recognisably ours is set aside; any other is left as it is.
     if (!isCorrupt(err) || fileKind(file) !== 'ours') throw err;
@@ -120,6 +129,24 @@ async function checkMark(conn: Connection, file: string): Promise<void> {
     throw new ForeignFileError(`${file} is a SQLite file of another application, not a winston-vector queue; it was left as it is`);
   }
   await conn.exec(`PRAGMA application_id = ${APPLICATION_ID}; PRAGMA user_version = ${SCHEMA_VERSION};`);
+}
+
+/**
+ * `openOnce`, tried again while SQLite refuses it as busy at once (see BUSY_RACE_MS). A refusal that
+ * came after the whole busy timeout is a lock held that long: it is thrown, for the caller's backoff.
+ */
+async function openThroughRaces(file: string, options: QueueOptions): Promise<SqliteQueue> {
+  const until = Date.now() + BUSY_RACE_MS;
+  for (;;) {
+    const started = Date.now();
+    try {
+      return await openOnce(file, options);
+    } catch (err) {
+      const now = Date.now();
+      if (!isBusy(err) || now - started >= options.busyTimeout || now >= until) throw err;
+      await sleep(5 + Math.random() * 20);
+    }
+  }
 }
 
 async function openOnce(file: string, options: QueueOptions): Promise<SqliteQueue> {

@@ -85,6 +85,9 @@ export function idsIn(ids: readonly number[]): [sql: string, params: unknown[]] 
 /** SQLite (or the disk) is full. */
 export const isFull = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_FULL';
 
+/** Another connection holds the lock SQLite needed (SQLITE_BUSY). */
+export const isBusy = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_BUSY';
+
 /** The file is damaged or not a database. */
 export function isCorrupt(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
