@@ -363,11 +363,11 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls.slice(2).flat(), all, 'every record delivered, in order');
   });
 
-  it('claims ~4000 rows at a time by default, in whole batches, at least one; fewer when records are long', async () => {
+  it('claims ~1000 rows at a time by default, in whole batches, at least one; fewer when records are long', async () => {
     const long = 'x'.repeat(100_000); // 8 MiB of text holds 83 of these
     const cases = [
-      [100, 'short', 4000],
-      [300, 'short', 3900],
+      [100, 'short', 1000],
+      [300, 'short', 900],
       [5000, 'short', 5000],
       [10, long, 80],
       [100, long, 100],

@@ -12,7 +12,7 @@ export interface SchedulerOptions {
   readonly maxRetryDelay: number;
   /** How long a claim holds records; a batch sent later than half of it renews its lease first. */
   readonly leaseTimeout: number;
-  /** Rows claimed at once (a window), in whole batches, at least one. Default 4000. */
+  /** Rows claimed at once (a window), in whole batches, at least one. Default 1000. */
   readonly claimRows?: number;
   /**
    * Characters of record text one window may hold, at most (default WINDOW_CHARS). A claim writes its
@@ -43,12 +43,13 @@ const UNANSWERED_WARN_MS = 10_000;
 const WINDOW_CHARS = 8 * 1024 * 1024;
 
 /**
- * Rows claimed at once: ~4000 (whole batches), so one claim on SQLite's thread serves many
- * requests and stays off the path between two of them; fewer when the records seen so far are long
+ * Rows claimed at once: ~1000 (whole batches), so one claim on SQLite's thread serves several
+ * requests and runs while one of them is in flight (a claim of 4000 ran through several, and made
+ * one request in four wait at `batchSize: 1000`); fewer when the records seen so far are long
  * (`avgChars`; one batch until a claim has shown their length) so that a window holds about
  * `chars`, and always at least one batch.
  */
-function claimSize(batchSize: number, avgChars: number, rows = 4000, chars = WINDOW_CHARS): number {
+function claimSize(batchSize: number, avgChars: number, rows = 1000, chars = WINDOW_CHARS): number {
   const byChars = avgChars > 0 ? Math.floor(chars / avgChars) : batchSize;
   return batchSize * Math.max(1, Math.floor(Math.min(rows, byChars) / batchSize));
 }
