@@ -466,11 +466,7 @@ describe('VectorTransport through a winston logger', () => {
   });
 
   it('a synchronous loop of log calls that the disk keeps up with is never pushed back: chunks are committed while it runs, past 4 × highWaterMark', async () => {
-    const r = await receiver();
-    const t = transport(r.url, { highWaterMark: 500, batchSize: 1000 });
-    const logger = loggerWith(t);
-    logger.info('open');
-    await t.committed(); // the file is open: full chunks go to the worker as they fill
+    const { r, t, logger } = await openedWith({ highWaterMark: 500, batchSize: 1000 }); // open: full chunks go to the worker as they fill
     const pad = 'x'.repeat(2000); // ~500 records fill a 1 MiB chunk
     const n = 5000; // ten highWaterMarks, in one loop with no yield: no answer from the worker can be read
     let buffered = 0;
