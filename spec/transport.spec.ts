@@ -551,6 +551,27 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['open', 'flushed', 'closed']);
   });
 
+  it('a service logging a few records a turn: nothing from the worker wakes the event loop for their commits; committed() learns of them without asking', async () => {
+    const r = await receiver();
+    const t = transport(r.url);
+    const logger = loggerWith(t);
+    logger.info('open');
+    await t.committed();
+    const before = t.messagesHeard();
+    // Two records a turn, a turn every 10 ms (past commitDelay): a commit each, in the worker.
+    for (let i = 0; i < 20; i++) {
+      logger.info(`turn${i}a`);
+      logger.info(`turn${i}b`);
+      await sleep(10);
+    }
+    await sleep(100);
+    await t.committed();
+    assert.equal(t.messagesHeard() - before, 0, 'no answer, warning or event came from the worker while the records were committed');
+    await t.flush();
+    await r.waitForEvents(41);
+    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: 20 }, (_, i) => [`turn${i}a`, `turn${i}b`]).flat()]);
+  });
+
   it('256 records waiting start their commit at once, whatever commitDelay', async () => {
     const { logger, sizes } = await openedWith({ commitDelay: 1000 });
     const started = Date.now();

@@ -12,6 +12,9 @@ import type { DeliveryAction } from '../errors';
 /** A commit of this many records or more (waiting, or under way) means the logger is in a burst: the worker's requests wait for it. */
 export const BURST_ROWS = 1000;
 
+/** Records waiting for a commit that make it start at once, without waiting `commitDelay` for more. */
+export const COMMIT_NOW_ROWS = 256;
+
 /**
  * True when `mark`, a batch seq read from the shared flags, is `seq` or later. An Int32Array keeps
  * seqs modulo 2^32 (after 2^31 commits, about 250 days at a commit every 10 ms, they turn negative),
@@ -22,14 +25,22 @@ export const reached = (mark: number, seq: number): boolean => ((mark - (seq | 0
 /**
  * A transport's flags in shared memory, an Int32Array: records waiting for a commit, records
  * handed over to the worker in all (both written by the main thread), the seq of the last batch
- * committed, records whose commit ended (gone in or failed) in all (both written by the worker).
+ * committed, records whose commit ended (gone in or failed) in all, the seq of the last batch whose
+ * commit ended, and the batches whose commit failed, in all (the last four written by the worker).
  * The totals are kept modulo 2^32 and compared by their difference.
+ *
+ * The main thread learns from these which batches are committed without an answer from the worker
+ * (an answer wakes its event loop, which costs the application more than the rest of a commit): a
+ * batch is settled once its seq is ended and every failure counted has been told to it (each one
+ * with an `append-failed` message, posted before the seq after it ends).
  */
 export const FLAG_WAITING = 0;
 export const FLAG_HANDED = 1;
 export const FLAG_COMMITTED_SEQ = 2;
 export const FLAG_ENDED = 3;
-export const FLAG_COUNT = 4;
+export const FLAG_ENDED_SEQ = 4;
+export const FLAG_FAILED = 5;
+export const FLAG_COUNT = 6;
 
 /**
  * Whether the logger is in a burst: a commit of BURST_ROWS records or more waits, or is under way.
@@ -52,7 +63,8 @@ export type WireWarning =
 
 export type ToWorker =
   | { op: 'open'; tid: number; id?: undefined; file: string; options: Record<string, unknown>; flags: SharedArrayBuffer }
-  | { op: 'append'; tid: number; id: number; seq: number; batch: SharedBatch }
+  | { op: 'append'; tid: number; id?: undefined; seq: number; batch: SharedBatch; now: boolean; tell: boolean }
+  | { op: 'ended'; tid: number; id: number; seq: number; now: boolean }
   | { op: 'flush' | 'pending' | 'stats'; tid: number; id: number }
   | { op: 'stop-opening'; tid: number; id?: undefined }
   | { op: 'close'; tid: number; id: number; timeout: number }
@@ -67,6 +79,8 @@ export type FromWorker =
   | { op: 'foreign'; tid: number; message: string; cause?: WireCause }
   | { op: 'warn'; tid: number; warning: WireWarning }
   | { op: 'drop'; tid: number; reason: string; count: number }
+  | { op: 'append-failed'; tid: number; seq: number; cause?: WireCause }
+  | { op: 'commit'; tid: number; rows: number }
   | { op: 'recovered'; tid: number }
   | { op: 'restored'; tid: number; rows: number; maybeCommitted: number; damaged: number };
 
@@ -174,9 +188,13 @@ class DeliveryWorker {
   private readonly worker: Worker;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
+  /** The transport of each request waiting for its reply. */
+  private readonly asker = new Map<number, number>();
   private readonly listeners = new Map<number, WorkerEvents>();
   private holds = 0;
   private ended = false;
+  /** @internal Messages heard from the worker, by transport id (a test seam: each one woke the main thread's event loop). */
+  readonly heard = new Map<number, number>();
   /** See STOP, BUSY, START; the start counts as work under way until the worker's modules loaded. */
   private readonly control = new Int32Array(new SharedArrayBuffer(12));
 
@@ -185,7 +203,10 @@ class DeliveryWorker {
     running.add(this.control);
     this.worker = startWorker(this.control);
     this.worker.on('message', (m: FromWorker) => {
+      const tid = m.op === 'reply' ? this.asker.get(m.id) : m.tid;
+      if (tid !== undefined) this.heard.set(tid, (this.heard.get(tid) ?? 0) + 1);
       if (m.op === 'reply') {
+        this.asker.delete(m.id);
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
@@ -201,6 +222,7 @@ class DeliveryWorker {
       this.onEnd(this);
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
+      this.asker.clear();
       for (const [tid, listener] of this.listeners) listener({ op: 'lost', tid, message: `the delivery worker stopped: ${err.message}` });
     };
     this.worker.on('error', lost);
@@ -237,6 +259,7 @@ class DeliveryWorker {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.asker.set(id, message.tid);
       this.worker.postMessage({ ...message, id }, transfer);
     });
   }

@@ -4,13 +4,21 @@
  * what must happen there (winston's call, building the record, handing its bytes over).
  *
  * Each transport is a `tid`. Messages from the main thread: `open` (the file, the options, the
- * transport's shared flags), `append` (a batch of records to commit), `flush`, `pending`, `stats`,
- * `close`, `exec` (a test seam). Every request with an `id` gets one `reply`. Unasked: `opened`,
- * `open-failed`, `foreign`, `warn`, `drop`, `recovered`, `restored`.
+ * transport's shared flags), `append` (a batch of records to commit: not answered, its end is told
+ * in the shared flags, and a failure with `append-failed`), `ended` (answered once the commit of a
+ * batch ended: only when the main thread waits for it), `flush`, `pending`, `stats`, `close`,
+ * `exec` (a test seam). Every request with an `id` gets one `reply`. Unasked: `opened`,
+ * `open-failed`, `foreign`, `warn`, `drop`, `append-failed`, `commit` (the rows of a commit, for
+ * 'commit' listeners), `recovered`, `restored`.
+ *
+ * The main thread hands over what a turn of its event loop logged, at the end of that turn (a
+ * timer there would wake its event loop once a commit). A few records wait here up to
+ * `commitDelay` ms for more (see `hold`), so a service that logs a record or two a turn pays for a
+ * commit every few ms, not one a turn.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatch } from './batch';
-import { BURST_ROWS, FLAG_COMMITTED_SEQ, FLAG_ENDED, inBurst, type FromWorker, type ToWorker, type WireCause } from './thread';
+import { BURST_ROWS, COMMIT_NOW_ROWS, FLAG_COMMITTED_SEQ, FLAG_ENDED, FLAG_ENDED_SEQ, FLAG_FAILED, inBurst, reached, type FromWorker, type ToWorker, type WireCause } from './thread';
 import type { VectorDeliveryError } from '../errors';
 import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from '../winston/options';
 import { ForeignFileError, openQueue } from '../queue/open';
@@ -31,6 +39,7 @@ interface Runtime {
 }
 
 interface Transport {
+  readonly tid: number;
   readonly config: ResolvedOptions;
   /** Shared with the main thread (see FLAG_WAITING in lib/delivery/thread.ts). */
   readonly flags: Int32Array;
@@ -40,6 +49,14 @@ interface Transport {
   closeRequested: boolean;
   wakeOpen?: () => void;
   closed: boolean;
+  /** `ended` requests waiting for the commit of their batch to end. */
+  endWaiters: Array<{ seq: number; resolve: () => void }>;
+  /** Batches waiting for `commitDelay` (see `hold`), their rows, and the timer that ends the wait. */
+  waiting: Array<{ seq: number; batch: RecordBatch; tell: boolean }>;
+  waitingRows: number;
+  waitTimer?: NodeJS.Timeout;
+  /** When the last commit was started (ms). */
+  lastCommitAt: number;
 }
 
 guardStatements((workerData as { control: Int32Array }).control);
@@ -126,6 +143,64 @@ async function open(tid: number, t: Transport, file: string, ctx: RecordContext)
   }
 }
 
+/**
+ * What was handed over waits for more while a few records wait, the last commit started less than
+ * `commitDelay` ago, and the main thread did not ask for it now (someone awaits the commit, the
+ * logger is pushed back, the transport closes, or a chunk filled in a burst); then it all goes in
+ * one commit.
+ */
+function hold(t: Transport, now: boolean): void {
+  const delay = t.config.commitDelay;
+  const due = t.lastCommitAt + delay - Date.now();
+  if (now || delay === 0 || due <= 0 || t.waitingRows >= COMMIT_NOW_ROWS) commitWaiting(t);
+  else t.waitTimer ??= setTimeout(() => commitWaiting(t), due);
+}
+
+/** The batches waiting, in one commit. */
+function commitWaiting(t: Transport): void {
+  clearTimeout(t.waitTimer);
+  t.waitTimer = undefined;
+  const items = t.waiting;
+  if (items.length === 0) return;
+  t.waiting = [];
+  t.waitingRows = 0;
+  t.lastCommitAt = Date.now();
+  void commit(t, items);
+}
+
+/**
+ * Commits `items` (batches in seq order) in one append. Its end is told in the shared flags: a
+ * failure is counted there and told (`append-failed`, one a batch) before the seq is ended.
+ */
+async function commit(t: Transport, items: Transport['waiting']): Promise<void> {
+  const last = items[items.length - 1]!.seq;
+  const batch = RecordBatch.concat(items.map((i) => i.batch));
+  let told = 0;
+  for (const i of items) if (i.tell) told += i.batch.length;
+  try {
+    const rt = await t.runtime;
+    if (!rt || t.closed) throw new Error('the queue is not open');
+    let appended = 0;
+    try {
+      // Told in the statement's own callback: at an exit, the main thread knows these batches are in.
+      await rt.queue.append(batch, () => Atomics.store(t.flags, FLAG_COMMITTED_SEQ, last));
+      appended = batch.length;
+    } finally {
+      // The commit ended: a request held for the burst may go (it need not wait for the answer).
+      Atomics.add(t.flags, FLAG_ENDED, batch.length);
+      rt.scheduler.notify(appended, batch.length >= BURST_ROWS);
+    }
+    if (told > 0) post({ op: 'commit', tid: t.tid, rows: told });
+  } catch (err) {
+    Atomics.add(t.flags, FLAG_FAILED, items.length);
+    const cause = wire(err);
+    for (const i of items) post({ op: 'append-failed', tid: t.tid, seq: i.seq, cause });
+  } finally {
+    Atomics.store(t.flags, FLAG_ENDED_SEQ, last);
+    t.endWaiters = t.endWaiters.filter((w) => (reached(last, w.seq) ? (w.resolve(), false) : true));
+  }
+}
+
 async function handle(m: ToWorker): Promise<unknown> {
   if (m.op === 'open') {
     let config: ResolvedOptions;
@@ -139,7 +214,7 @@ async function handle(m: ToWorker): Promise<unknown> {
     // Notices only: their level is Python's WARNING whatever the logger's levels are.
     const ctx = recordContext(config, config.extraFields, undefined);
     const flags = new Int32Array(m.flags);
-    const t: Transport = { flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, runtime: Promise.resolve(undefined) };
+    const t: Transport = { tid: m.tid, flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, endWaiters: [], waiting: [], waitingRows: 0, lastCommitAt: 0, runtime: Promise.resolve(undefined) };
     t.runtime = open(m.tid, t, m.file, ctx);
     transports.set(m.tid, t);
     return undefined;
@@ -151,20 +226,15 @@ async function handle(m: ToWorker): Promise<unknown> {
       t.closeRequested = true;
       t.wakeOpen?.();
       return undefined;
-    case 'append': {
-      const rt = await t.runtime;
-      if (!rt || t.closed) throw new Error('the queue is not open');
-      const batch = RecordBatch.fromShared(m.batch);
-      let appended = 0;
-      try {
-        // Told in the statement's own callback: at an exit, the main thread knows this batch is in.
-        await rt.queue.append(batch, () => Atomics.store(t.flags, FLAG_COMMITTED_SEQ, m.seq));
-        appended = batch.length;
-      } finally {
-        // The commit ended: a request held for the burst may go (it need not wait for the answer).
-        Atomics.add(t.flags, FLAG_ENDED, batch.length);
-        rt.scheduler.notify(appended, batch.length >= BURST_ROWS);
-      }
+    case 'append':
+      t.waiting.push({ seq: m.seq, batch: RecordBatch.fromShared(m.batch), tell: m.tell });
+      t.waitingRows += m.batch.rows;
+      hold(t, m.now);
+      return undefined;
+    case 'ended': {
+      if (m.now) commitWaiting(t);
+      if (reached(Atomics.load(t.flags, FLAG_ENDED_SEQ), m.seq)) return undefined;
+      await new Promise<void>((resolve) => t.endWaiters.push({ seq: m.seq, resolve }));
       return undefined;
     }
     case 'flush': {
@@ -190,6 +260,7 @@ async function handle(m: ToWorker): Promise<unknown> {
       return undefined;
     }
     case 'close': {
+      commitWaiting(t);
       t.closeRequested = true;
       t.wakeOpen?.();
       const rt = await t.runtime;
@@ -215,6 +286,8 @@ port.on('message', (m: ToWorker) => {
     },
     (err: unknown) => {
       if ('id' in m && m.id !== undefined) post({ op: 'reply', id: m.id, error: wire(err) ?? { name: 'Error', message: 'failed' } });
+      // An append for a transport this worker does not have (closed already): told, so it is counted.
+      else if (m.op === 'append') post({ op: 'append-failed', tid: m.tid, seq: m.seq, cause: wire(err) });
     },
   );
 });

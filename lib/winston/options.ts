@@ -68,8 +68,9 @@ export interface VectorTransportOptions extends TransportStreamOptions {
    */
   highWaterMark?: number;
   /**
-   * How long, in ms, records logged a few at a time wait to be committed together: one commit for
-   * all that came in meanwhile instead of one per turn of the event loop. A commit starts at once
+   * How long, in ms, records logged a few at a time wait at most to be committed together (in the
+   * delivery worker, counted from the start of the last commit): one commit for all that came in
+   * meanwhile instead of one per turn of the event loop. A commit starts at once
    * (at the end of the current turn) when 256 records or more wait (or `highWaterMark`), and when
    * `committed()`, `flush()` or `close()` is called. `kill -9` can lose what waits. 0: every turn
    * commits. Default 5.

@@ -1,6 +1,6 @@
 import TransportStream from 'winston-transport';
 import { BatchWriter, RecordBatch } from '../delivery/batch';
-import { FLAG_COMMITTED_SEQ, FLAG_COUNT, FLAG_HANDED, FLAG_WAITING, inBurst, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit, reached } from '../delivery/thread';
+import { COMMIT_NOW_ROWS, FLAG_COMMITTED_SEQ, FLAG_COUNT, FLAG_ENDED_SEQ, FLAG_FAILED, FLAG_HANDED, FLAG_WAITING, inBurst, type DeliveryWorker, deliveryWorker, type FromWorker, fromWire, quiesceForExit, reached } from '../delivery/thread';
 import { VectorDeliveryError, VectorQueueError } from '../errors';
 import { type ResolvedOptions, type VectorTransportOptions, resolveOptions } from './options';
 import { prepareDatabaseFile } from '../queue/queue-file';
@@ -65,11 +65,12 @@ const EXIT_QUIESCE_MS = 1000;
 /** How long the transport ships when winston's exception handler ends it to exit (it waits 3 s). */
 const EXIT_SHIP_MS = 2000;
 
-/** Batches with the delivery worker at once (see `commitLoop`). */
-const MAX_FLIGHTS = 2;
-
-/** Records waiting for a commit that make it start at once, without waiting `commitDelay` for more. */
-const COMMIT_NOW_ROWS = 256;
+/**
+ * Batches with the delivery worker whose end this thread has not settled, at most (see
+ * `commitLoop`): about one a turn of the event loop that logged, for `commitDelay` ms (each holds a
+ * chunk). Beyond it, the oldest is waited for, and what waits in the worker is committed at once.
+ */
+const MAX_FLIGHTS = 16;
 
 /** Chunks go to the worker during a synchronous burst while fewer than this many `highWaterMark`s of records handed over are not yet committed (see `handOverFilled`). */
 const EARLY_HANDOVER = 4;
@@ -124,13 +125,22 @@ const LOCAL_ONLY = new Set(['format', 'level', 'silent', 'handleExceptions', 'ha
 
 type WriteChunk = { chunk: Record<string, unknown> };
 
-/** A batch handed to the delivery worker, until its commit is answered. */
+/** A batch handed to the delivery worker, until this thread knows its commit ended (see `settleEnded`). */
 interface Flight {
   batch: RecordBatch;
   readonly rows: number;
   readonly seq: number;
+  /** Its infos, for 'logged' listeners (after the commit). */
+  readonly infos: Record<string, unknown>[];
+  /** The worker said in shared memory that it is committed; its chunks went back to the writer already. */
   released: boolean;
-  done: Promise<void>;
+  /** This thread knows its commit ended: it left `flights`. */
+  settled: boolean;
+  /** An `ended` request is out for it (someone waits). */
+  asked: boolean;
+  /** Resolves once settled; never rejects. */
+  readonly done: Promise<void>;
+  readonly resolve: () => void;
 }
 
 /**
@@ -149,11 +159,10 @@ export class VectorTransport extends TransportStream {
   private readonly flags = new Int32Array(new SharedArrayBuffer(FLAG_COUNT * 4));
   /** Seq of the last batch handed to the worker (batches are committed in seq order). */
   private appendSeq = 0;
-  /**
-   * Batches with the worker, in seq order, until their commit is answered. `released`: the worker
-   * said in shared memory that it is committed; its chunks went back to the writer already.
-   */
+  /** Batches with the worker, in seq order, until this thread knows their commit ended. */
   private flights: Flight[] = [];
+  /** `append-failed` messages heard (see FLAG_FAILED), modulo 2^32. */
+  private failuresHeard = 0;
   private readonly extraFields: Readonly<Record<string, unknown>>;
   private recordContext: { source: unknown; ctx: RecordContext } | undefined;
   /**
@@ -168,7 +177,7 @@ export class VectorTransport extends TransportStream {
   private committing: Promise<void> | undefined;
   /** Callers of `committed()` (and of what waits for it) still waiting: no commit waits for more records meanwhile. */
   private committedWaiters = 0;
-  /** Starts the commit that waits `commitDelay` for more records, now (set while one waits). */
+  /** Hands over the records waiting for the end of this turn now, to be committed at once (set while some wait). */
   private commitNow: (() => void) | undefined;
   private readonly dropped: Record<string, number> = {};
   private readonly dropWarnings = new Map<string, { at: number; count: number }>();
@@ -280,6 +289,7 @@ export class VectorTransport extends TransportStream {
       case 'lost':
         // A bug, not a state: what waits is written out beside the file from now on (see commitLoop).
         this.workerLost = true;
+        this.settleLost();
         this.warn(new VectorQueueError(`${m.message}; records are written out beside the queue file, for the next start`));
         this.settleRuntime(false);
         return;
@@ -310,6 +320,21 @@ export class VectorTransport extends TransportStream {
       case 'drop':
         this.drop(m.reason, m.count);
         return;
+      case 'commit':
+        try {
+          this.emit('commit', m.rows);
+        } catch {
+          // a listener threw: nothing of the transport's depends on it
+        }
+        return;
+      case 'append-failed': {
+        this.failuresHeard = (this.failuresHeard + 1) | 0;
+        // The batches before it ended before it did, and their failures were told before this one.
+        const at = this.flights.findIndex((f) => f.seq === m.seq);
+        for (const f of this.flights.slice(0, at + 1)) this.settle(f, f.seq === m.seq ? (fromWire(m.cause) ?? new Error('the commit failed')) : undefined);
+        this.settleEnded();
+        return;
+      }
       case 'recovered':
         this.recovered();
         return;
@@ -460,27 +485,26 @@ export class VectorTransport extends TransportStream {
     if (uncommitted >= EARLY_HANDOVER * this.config.highWaterMark) return;
     const batch = this.uncommitted.takeFilled();
     this.flags[FLAG_WAITING] = this.uncommitted.length;
-    this.launch(batch, [], true);
+    this.launch(batch, [], true, true);
   }
 
   /**
    * Started after the current synchronous burst, which then goes into one transaction. A few
-   * records (fewer than COMMIT_NOW_ROWS) wait up to `commitDelay` ms for more, so a service that
-   * logs a record or two per turn of the event loop pays for one commit every few ms, not one per
-   * turn. The timer is unref'd: a process that exits meanwhile writes what waits out beside the
-   * file (the exit spill), as it does for a commit under way.
+   * records (fewer than COMMIT_NOW_ROWS) go to the worker at the end of this turn of the event loop
+   * (setImmediate: with what the turn's other callbacks log), and wait there up to `commitDelay` ms
+   * for more, so a service that logs a record or two per turn pays for one commit every few ms, not
+   * one per turn. No timer runs here: one would wake the application's event loop once a commit.
    */
   private startCommits(): void {
     const start =
       this.fewWaiting()
         ? new Promise<void>((resolve) => {
             const now = () => {
-              clearTimeout(timer);
+              clearImmediate(immediate);
               this.commitNow = undefined;
               queueMicrotask(resolve);
             };
-            const timer = setTimeout(now, this.config.commitDelay);
-            timer.unref();
+            const immediate = setImmediate(now);
             this.commitNow = now;
           })
         : new Promise<void>((resolve) => queueMicrotask(resolve));
@@ -488,9 +512,9 @@ export class VectorTransport extends TransportStream {
   }
 
   /**
-   * A few records wait, and may wait `commitDelay` for more: fewer than COMMIT_NOW_ROWS (and than
-   * `highWaterMark`, so winston is not pushed back), nobody awaits their commit, and the transport
-   * is not closing.
+   * A few records wait, and may wait for the end of the turn and then up to `commitDelay` in the
+   * worker for more: fewer than COMMIT_NOW_ROWS (and than `highWaterMark`, so winston is not pushed
+   * back), nobody awaits their commit, and the transport is not closing.
    */
   private fewWaiting(): boolean {
     const n = this.uncommitted.length;
@@ -519,36 +543,37 @@ export class VectorTransport extends TransportStream {
   }
 
   /**
-   * Commits what was accepted until nothing waits. Up to MAX_FLIGHTS batches are with the worker
-   * at once, so it always has the next one while it commits the current (it merges what queued up
-   * into one transaction); each batch stays here, for the exit spill, until its commit is confirmed.
+   * Hands what was accepted to the worker until nothing waits here, without waiting for the commits:
+   * the worker merges what queued up into one transaction. Each batch stays here, for the exit
+   * spill, until its commit is known to have ended; up to MAX_FLIGHTS batches at once.
    */
   private async commitLoop(): Promise<void> {
     try {
       const rt = await this.runtime;
       // Records dropped while the file could not be opened: the notice goes first.
       const lost = this.dropped['queue-unavailable'] ?? 0;
-      if (rt && !this.queueClosed && lost > this.noticedUnavailable) {
+      if (rt && !this.queueClosed && !this.workerLost && lost > this.noticedUnavailable) {
         const count = lost - this.noticedUnavailable;
         this.noticedUnavailable = lost;
-        this.launch(RecordBatch.of([noticeRecord(count, 'queue-unavailable', this.config.overflow, this.context())]), [], false);
+        this.launch(RecordBatch.of([noticeRecord(count, 'queue-unavailable', this.config.overflow, this.context())]), [], false, false);
       }
       let launched = false;
-      while (this.uncommitted.length > 0 || this.flights.length > 0) {
-        const few = this.fewWaiting();
-        if (this.uncommitted.length === 0 || this.flights.length >= MAX_FLIGHTS || (few && this.flights.length > 0)) {
-          await this.flights[0]!.done;
+      while (this.uncommitted.length > 0) {
+        this.settleEnded();
+        if (this.flights.length >= MAX_FLIGHTS) {
+          await this.whenSettled(this.flights[0]!);
           continue;
         }
-        // A few records came in while the last commit ran: they wait `commitDelay` for more (the
-        // loop ends, and starts again delayed).
+        // A few records came in while this loop waited for a flight to settle: they go at the end
+        // of the turn (the loop ends, and starts again there).
+        const few = this.fewWaiting();
         if (few && launched) break;
         launched = true;
         const batch = this.uncommitted.take();
         this.flags[FLAG_WAITING] = 0;
         const infos = this.uncommittedInfos;
         this.uncommittedInfos = [];
-        this.commitOrKeep(batch, infos, rt);
+        this.commitOrKeep(batch, infos, rt, !few);
         // There is room again: winston may hand over the next records while this commit runs.
         // Only now: a callback can bring winston's next records, and a chunk they fill goes to the
         // worker at once (handOverFilled), after this batch.
@@ -563,10 +588,82 @@ export class VectorTransport extends TransportStream {
   }
 
   /**
+   * Settles, oldest first, the flights whose commit ended by the shared flags: the worker does not
+   * answer a commit (its answer would wake this thread's event loop, once a commit), so this runs
+   * when this thread has something to do anyway (the next commit), and when it waits for one
+   * (`whenSettled`). A failure the flags count that has not been told here yet stops it: its
+   * `append-failed` message settles that flight, and the ones before it.
+   */
+  private settleEnded(): void {
+    // The seq first: a failure is counted before the seq of its batch is ended.
+    const ended = Atomics.load(this.flags, FLAG_ENDED_SEQ);
+    if (Atomics.load(this.flags, FLAG_FAILED) !== this.failuresHeard) return;
+    while (this.flights.length > 0 && reached(ended, this.flights[0]!.seq)) this.settle(this.flights[0]!, undefined);
+  }
+
+  /** Resolves once `f` is settled: asks the worker to answer when its commit ended, if it has not yet. */
+  private whenSettled(f: Flight): Promise<void> {
+    this.settleEnded();
+    this.ask(f, true);
+    return f.done;
+  }
+
+  /**
+   * An `ended` request for `f`, once (`now`: its commit starts at once, not after `commitDelay`, and
+   * so does everything before it): its answer settles it and every flight before it.
+   */
+  private ask(f: Flight, now: boolean): void {
+    if (f.settled || f.asked) return;
+    f.asked = true;
+    this.worker.request<void>({ op: 'ended', tid: this.tid, seq: f.seq, now }).then(
+      () => this.settleEnded(),
+      () => undefined, // the worker stopped ('lost' settles every flight) or the transport is closed there
+    );
+  }
+
+  /** `f` left the worker: committed (`error` undefined: told to 'logged' listeners) or failed (counted). */
+  private settle(f: Flight, error: unknown): void {
+    if (f.settled) return;
+    f.settled = true;
+    const at = this.flights.indexOf(f);
+    if (at >= 0) this.flights.splice(at, 1);
+    if (!f.released) this.release(f);
+    try {
+      if (error !== undefined) this.drop('write-failed', f.rows, error);
+      else for (const info of f.infos) this.emit('logged', info);
+    } catch {
+      // a listener of 'commit', 'logged' or 'warn' threw: the flight is settled all the same
+    } finally {
+      f.resolve();
+    }
+  }
+
+  /**
+   * The worker stopped: flights it said are committed are settled; the others may or may not have
+   * gone in, and are written out beside the file (they may ship twice).
+   */
+  private settleLost(): void {
+    const committed = Atomics.load(this.flags, FLAG_COMMITTED_SEQ);
+    for (const f of [...this.flights]) {
+      if (!f.released && !reached(committed, f.seq)) {
+        try {
+          writeSpill(this.file, this.config.destination, f.batch, RecordBatch.empty);
+        } catch (e) {
+          this.drop('write-failed', f.rows, e);
+        }
+      }
+      f.settled = true;
+      if (!f.released) this.release(f);
+      f.resolve();
+    }
+    this.flights = [];
+  }
+
+  /**
    * Flights the worker has committed (it writes each one's seq in shared memory, in the commit's own
-   * callback) whose answer has not come yet (none can during a synchronous loop, or while the
-   * logger runs on process.nextTick alone): their chunks go back to the writer now, so memory stays
-   * bounded by what is not yet committed.
+   * callback) that are not settled yet (none can be during a synchronous loop, or while the logger
+   * runs on process.nextTick alone): their chunks go back to the writer now, so memory stays bounded
+   * by what is not yet committed.
    */
   private releaseCommitted(): void {
     const committed = Atomics.load(this.flags, FLAG_COMMITTED_SEQ);
@@ -583,7 +680,7 @@ export class VectorTransport extends TransportStream {
   }
 
   /** `batch` to the worker; or, when it cannot be committed, written out beside the file or dropped (counted). */
-  private commitOrKeep(batch: RecordBatch, infos: Record<string, unknown>[], rt: boolean): void {
+  private commitOrKeep(batch: RecordBatch, infos: Record<string, unknown>[], rt: boolean, now: boolean): void {
     if (!rt || this.workerLost) {
       // The file never opened before close() (or the worker stopped): what waits is written
       // out beside it, for the next transport that opens it; never beside a file that is not a queue.
@@ -601,43 +698,24 @@ export class VectorTransport extends TransportStream {
       this.uncommitted.recycle(batch);
       return;
     }
-    this.launch(batch, infos, true);
+    this.launch(batch, infos, true, now);
   }
 
-  /** Hands `batch` to the worker to commit; its flight settles (never rejects) once that is answered. */
-  private launch(batch: RecordBatch, infos: Record<string, unknown>[], counted: boolean): void {
+  /**
+   * Hands `batch` to the worker to commit, `now` or after `commitDelay` there (see `hold` in
+   * lib/delivery/worker.ts). Its flight settles (never rejects) once this thread knows the commit
+   * ended; at once when 'logged' listeners wait to hear of it. `counted`: told to 'commit' listeners
+   * (not the notice of records lost while the file could not be opened).
+   */
+  private launch(batch: RecordBatch, infos: Record<string, unknown>[], counted: boolean, now: boolean): void {
     const seq = ++this.appendSeq;
     Atomics.add(this.flags, FLAG_HANDED, batch.length);
-    const flight: Flight = { batch, rows: batch.length, seq, released: false, done: Promise.resolve() };
-    flight.done = this.worker
-      .request<void>({ op: 'append', tid: this.tid, seq, batch: batch.toShared() })
-      .then(
-        () => {
-          if (counted) this.emit('commit', flight.rows);
-          for (const info of infos) this.emit('logged', info);
-        },
-        (err: unknown) => {
-          if (!this.workerLost) {
-            this.drop('write-failed', flight.rows, err);
-            return;
-          }
-          // Its seq in shared memory: committed before the worker stopped (answers come in order, so
-          // a failure of this batch would have been answered before the worker was lost).
-          if (flight.released) return;
-          // The commit may or may not have happened: kept in a spill, it may ship twice.
-          try {
-            writeSpill(this.file, this.config.destination, flight.batch, RecordBatch.empty);
-          } catch (e) {
-            this.drop('write-failed', flight.rows, e);
-          }
-        },
-      )
-      .catch(() => undefined) // a listener of 'commit' or 'logged' that threw
-      .finally(() => {
-        this.flights.splice(this.flights.indexOf(flight), 1);
-        if (!flight.released) this.release(flight);
-      });
+    let resolve: () => void = () => undefined;
+    const done = new Promise<void>((r) => (resolve = r));
+    const flight: Flight = { batch, rows: batch.length, seq, infos, released: false, settled: false, asked: false, done, resolve };
     this.flights.push(flight);
+    this.worker.send({ op: 'append', tid: this.tid, seq, batch: batch.toShared(), now, tell: counted && this.listenerCount('commit') > 0 });
+    if (infos.length > 0) this.ask(flight, false);
   }
 
   /**
@@ -716,10 +794,13 @@ export class VectorTransport extends TransportStream {
     // for an open that may take long (the records wait in memory, see start()).
     this.committedWaiters++;
     try {
-      while (this.committing && !this.openFailed) {
+      while (!this.openFailed) {
+        const last = this.flights[this.flights.length - 1];
+        if (this.committing === undefined && last === undefined) break;
         this.commitNow?.();
-        if (this.opened) await this.committing;
-        else await Promise.race([this.committing, new Promise<void>((resolve) => this.onOpenFailed.push(resolve))]);
+        const step = this.committing ?? this.whenSettled(last!);
+        if (this.opened) await step;
+        else await Promise.race([step, new Promise<void>((resolve) => this.onOpenFailed.push(resolve))]);
       }
     } finally {
       this.committedWaiters--;
@@ -807,6 +888,11 @@ export class VectorTransport extends TransportStream {
       this.worker.unregister(this.tid);
       this.emit('closed');
     }
+  }
+
+  /** @internal A test seam: messages this transport heard from the delivery worker so far (each one woke the event loop). */
+  messagesHeard(): number {
+    return this.worker.heard.get(this.tid) ?? 0;
   }
 
   /** @internal A test seam: runs SQL on the transport's own connection, in the delivery worker. */
