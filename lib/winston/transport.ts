@@ -68,9 +68,11 @@ const EXIT_SHIP_MS = 2000;
 /**
  * Batches with the delivery worker whose end this thread has not settled, at most (see
  * `commitLoop`): about one a turn of the event loop that logged, for `commitDelay` ms (each holds a
- * chunk). Beyond it, the oldest is waited for, and what waits in the worker is committed at once.
+ * chunk). Beyond it, or beyond MAX_UNCOMMITTED_HWMS × `highWaterMark` records handed over and not
+ * yet committed, the oldest is waited for, and what waits in the worker is committed at once.
  */
 const MAX_FLIGHTS = 16;
+const MAX_UNCOMMITTED_HWMS = 2;
 
 /** Chunks go to the worker during a synchronous burst while fewer than this many `highWaterMark`s of records handed over are not yet committed (see `handOverFilled`). */
 const EARLY_HANDOVER = 4;
@@ -480,9 +482,7 @@ export class VectorTransport extends TransportStream {
     if (this.uncommittedInfos.length > 0) return;
     if ((this.dropped['queue-unavailable'] ?? 0) > this.noticedUnavailable) return;
     this.releaseCommitted();
-    let uncommitted = 0;
-    for (const f of this.flights) if (!f.released) uncommitted += f.rows;
-    if (uncommitted >= EARLY_HANDOVER * this.config.highWaterMark) return;
+    if (this.uncommittedRows() >= EARLY_HANDOVER * this.config.highWaterMark) return;
     const batch = this.uncommitted.takeFilled();
     this.flags[FLAG_WAITING] = this.uncommitted.length;
     this.launch(batch, [], true, true);
@@ -560,7 +560,7 @@ export class VectorTransport extends TransportStream {
       let launched = false;
       while (this.uncommitted.length > 0) {
         this.settleEnded();
-        if (this.flights.length >= MAX_FLIGHTS) {
+        if (this.flights.length >= MAX_FLIGHTS || this.uncommittedRows() >= MAX_UNCOMMITTED_HWMS * this.config.highWaterMark) {
           await this.whenSettled(this.flights[0]!);
           continue;
         }
@@ -585,6 +585,13 @@ export class VectorTransport extends TransportStream {
       this.committing = undefined;
       if (this.uncommitted.length > 0) this.startCommits();
     }
+  }
+
+  /** Records handed over to the worker whose commit it has not said in shared memory. */
+  private uncommittedRows(): number {
+    let rows = 0;
+    for (const f of this.flights) if (!f.released) rows += f.rows;
+    return rows;
   }
 
   /**
