@@ -572,6 +572,20 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: 20 }, (_, i) => [`turn${i}a`, `turn${i}b`]).flat()]);
   });
 
+  it("with a 'logged' listener too, committed() does not wait for commitDelay: the record is committed at once and 'logged' told", async () => {
+    const { t, logger } = await openedWith({ commitDelay: 1000 });
+    const logged: unknown[] = [];
+    t.on('logged', (info: { message: unknown }) => logged.push(info.message));
+    logger.info('heard');
+    // The turn ends: the record is with the worker, waiting commitDelay there.
+    await sleep(50);
+    assert.deepEqual(logged, [], 'not committed yet: it waits commitDelay in the worker');
+    const started = Date.now();
+    await t.committed();
+    assert.ok(Date.now() - started < 900, `committed() started the waiting commit at once (${Date.now() - started} ms)`);
+    assert.deepEqual(logged, ['heard']);
+  });
+
   it('256 records waiting start their commit at once, whatever commitDelay', async () => {
     const { logger, sizes } = await openedWith({ commitDelay: 1000 });
     const started = Date.now();

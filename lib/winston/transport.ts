@@ -138,8 +138,8 @@ interface Flight {
   released: boolean;
   /** This thread knows its commit ended: it left `flights`. */
   settled: boolean;
-  /** An `ended` request is out for it (someone waits). */
-  asked: boolean;
+  /** An `ended` request is out for it (someone waits): `'now'` if it also started the commit at once. */
+  asked: false | 'wait' | 'now';
   /** Resolves once settled; never rejects. */
   readonly done: Promise<void>;
   readonly resolve: () => void;
@@ -620,8 +620,8 @@ export class VectorTransport extends TransportStream {
    * so does everything before it): its answer settles it and every flight before it.
    */
   private ask(f: Flight, now: boolean): void {
-    if (f.settled || f.asked) return;
-    f.asked = true;
+    if (f.settled || f.asked === 'now' || (f.asked === 'wait' && !now)) return;
+    f.asked = now ? 'now' : 'wait';
     this.worker.request<void>({ op: 'ended', tid: this.tid, seq: f.seq, now }).then(
       () => this.settleEnded(),
       () => undefined, // the worker stopped ('lost' settles every flight) or the transport is closed there
@@ -639,7 +639,7 @@ export class VectorTransport extends TransportStream {
       if (error !== undefined) this.drop('write-failed', f.rows, error);
       else for (const info of f.infos) this.emit('logged', info);
     } catch {
-      // a listener of 'commit', 'logged' or 'warn' threw: the flight is settled all the same
+      // a listener of 'logged' or 'warn' threw: the flight is settled all the same
     } finally {
       f.resolve();
     }
