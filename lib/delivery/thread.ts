@@ -187,9 +187,8 @@ const END_QUIESCE_MS = 5000;
 class DeliveryWorker {
   private readonly worker: Worker;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
-  /** The transport of each request waiting for its reply. */
-  private readonly asker = new Map<number, number>();
+  /** Requests waiting for their reply, with the transport that asked. */
+  private readonly pending = new Map<number, { tid: number; resolve: (value: unknown) => void; reject: (err: Error) => void }>();
   private readonly listeners = new Map<number, WorkerEvents>();
   private holds = 0;
   private ended = false;
@@ -203,10 +202,9 @@ class DeliveryWorker {
     running.add(this.control);
     this.worker = startWorker(this.control);
     this.worker.on('message', (m: FromWorker) => {
-      const tid = m.op === 'reply' ? this.asker.get(m.id) : m.tid;
+      const tid = m.op === 'reply' ? this.pending.get(m.id)?.tid : m.tid;
       if (tid !== undefined) this.heard.set(tid, (this.heard.get(tid) ?? 0) + 1);
       if (m.op === 'reply') {
-        this.asker.delete(m.id);
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
@@ -222,7 +220,6 @@ class DeliveryWorker {
       this.onEnd(this);
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
-      this.asker.clear();
       for (const [tid, listener] of this.listeners) listener({ op: 'lost', tid, message: `the delivery worker stopped: ${err.message}` });
     };
     this.worker.on('error', lost);
@@ -258,8 +255,7 @@ class DeliveryWorker {
     if (this.ended) return Promise.reject(new Error('the delivery worker stopped'));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.asker.set(id, message.tid);
+      this.pending.set(id, { tid: message.tid, resolve: resolve as (v: unknown) => void, reject });
       this.worker.postMessage({ ...message, id }, transfer);
     });
   }

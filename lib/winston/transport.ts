@@ -630,11 +630,7 @@ export class VectorTransport extends TransportStream {
 
   /** `f` left the worker: committed (`error` undefined: told to 'logged' listeners) or failed (counted). */
   private settle(f: Flight, error: unknown): void {
-    if (f.settled) return;
-    f.settled = true;
-    const at = this.flights.indexOf(f);
-    if (at >= 0) this.flights.splice(at, 1);
-    if (!f.released) this.release(f);
+    if (!this.retire(f)) return;
     try {
       if (error !== undefined) this.drop('write-failed', f.rows, error);
       else for (const info of f.infos) this.emit('logged', info);
@@ -643,6 +639,16 @@ export class VectorTransport extends TransportStream {
     } finally {
       f.resolve();
     }
+  }
+
+  /** Marks `f` settled, out of `flights`, its chunks back to the writer; false if it was already. */
+  private retire(f: Flight): boolean {
+    if (f.settled) return false;
+    f.settled = true;
+    const at = this.flights.indexOf(f);
+    if (at >= 0) this.flights.splice(at, 1);
+    if (!f.released) this.release(f);
+    return true;
   }
 
   /**
@@ -659,11 +665,9 @@ export class VectorTransport extends TransportStream {
           this.drop('write-failed', f.rows, e);
         }
       }
-      f.settled = true;
-      if (!f.released) this.release(f);
+      this.retire(f);
       f.resolve();
     }
-    this.flights = [];
   }
 
   /**
