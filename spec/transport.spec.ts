@@ -586,6 +586,18 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(logged, ['heard']);
   });
 
+  it('commitDelay counts from the start of the last commit: a record after a quiet spell is committed at once, one right after a commit waits', async () => {
+    const { logger, sizes } = await openedWith({ commitDelay: 1000 });
+    await sleep(1100);
+    logger.info('after a quiet spell');
+    await until(() => sizes.length > 0, 600, 'a commit without waiting for commitDelay');
+    logger.info('right after');
+    await sleep(300);
+    assert.deepEqual(sizes, [1], 'the record right after that commit waits for commitDelay');
+    await until(() => sizes.length > 1, 2000, 'the waiting record committed once commitDelay passed');
+    assert.deepEqual(sizes, [1, 1]);
+  });
+
   it('256 records waiting start their commit at once, whatever commitDelay', async () => {
     const { logger, sizes } = await openedWith({ commitDelay: 1000 });
     const started = Date.now();
