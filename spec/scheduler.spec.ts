@@ -140,6 +140,54 @@ describe('Scheduler', () => {
     assert.deepEqual(shipper.calls, [['a', 'b', 'c']]);
   });
 
+  it('a round that committed records started ships whole batches only: the rest waits for flushInterval', async () => {
+    scheduler.start();
+    await settle();
+    await queue.append(['a', 'b', 'c', 'd', 'e', 'f', 'g']);
+    scheduler.notify(7);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['d', 'e', 'f']]);
+    mock.timers.tick(1000);
+    await settle();
+    assert.deepEqual(shipper.calls.at(-1), ['g'], 'the interval ships a partial batch');
+  });
+
+  it('a record committed before the claim does not go as a batch of its own: it waits for a whole batch, or for flush()', async () => {
+    scheduler.start();
+    await settle();
+    await queue.append(['a', 'b', 'c']);
+    await queue.append(['d']); // its commit ends before the round's claim runs
+    scheduler.notify(3);
+    scheduler.notify(1);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c']]);
+    await queue.append(['e', 'f']);
+    scheduler.notify(2);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['d', 'e', 'f']], 'a whole batch again');
+    await queue.append(['g']);
+    scheduler.notify(1);
+    await scheduler.flush();
+    assert.deepEqual(shipper.calls.at(-1), ['g'], 'flush() ships a partial batch');
+  });
+
+  it('a count of committed records that overstates the queue (another process shipped some) is corrected by the short claim', async () => {
+    scheduler.start();
+    await settle();
+    await queue.append(['a', 'b', 'c']);
+    scheduler.notify(6); // three of them were taken by another process sharing the file
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c']]);
+    await queue.append(['d', 'e']);
+    scheduler.notify(2);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c']], 'two records are not a batch');
+    await queue.append(['f']);
+    scheduler.notify(1);
+    await settle();
+    assert.deepEqual(shipper.calls, [['a', 'b', 'c'], ['d', 'e', 'f']]);
+  });
+
   it('ships what is pending every flushInterval', async () => {
     scheduler.start();
     await queue.append(['a']);

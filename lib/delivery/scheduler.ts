@@ -105,7 +105,17 @@ export class Scheduler {
   private backoffTimer: NodeJS.Timeout | undefined;
   private backoffUntil = 0;
   private failedRounds = 0;
+  /** Records committed here (told by `notify`) and not yet claimed: a hint, corrected by short claims. */
   private unshipped = 0;
+  /**
+   * The next round may ship a batch of fewer than `batchSize` records: it was asked for by the
+   * interval, a start, a backoff's end, `flush()` or `close()`. A round that `batchSize` committed
+   * records started claims whole batches only, so a service logging steadily sends full batches,
+   * not a full one and the few records committed while it was in flight.
+   */
+  private partialNext = false;
+  /** The running round may ship a batch of fewer than `batchSize` records (see `partialNext`). */
+  private partialRound = false;
   private state = 'ok';
   private closing = false;
   /**
@@ -140,9 +150,9 @@ export class Scheduler {
 
   /** Starts the interval and ships what an earlier run left behind. */
   start(): void {
-    this.interval = setInterval(() => this.kick(false), this.options.flushInterval);
+    this.interval = setInterval(() => this.kick(false, true), this.options.flushInterval);
     this.interval.unref();
-    this.kick(false);
+    this.kick(false, true);
   }
 
   /** Called after a commit ended: `appended` records went in; `burstSized`, it was a burst's commit. */
@@ -150,7 +160,7 @@ export class Scheduler {
     this.unshipped += appended;
     if (burstSized) this.burstCommits++;
     if (this.burstOver && !this.quiet && !this.options.burst?.()) this.burstOver();
-    if (this.unshipped >= this.options.batchSize) this.kick(false);
+    if (this.unshipped >= this.options.batchSize) this.kick(false, false);
   }
 
   /** Ships until everything that was queued at the call is delivered, or a round fails. */
@@ -161,7 +171,7 @@ export class Scheduler {
     await new Promise<void>((resolve) => {
       this.waiters.push({ untilId, after: this.rounds, resolve });
       this.burstOver?.(); // a request held for a burst goes now
-      this.kick(true);
+      this.kick(true, true);
     });
   }
 
@@ -187,9 +197,11 @@ export class Scheduler {
     }
   }
 
-  private kick(force: boolean): void {
+  /** Starts a round, or another after the running one; `force` ignores a backoff, `partial` see `partialNext`. */
+  private kick(force: boolean, partial: boolean): void {
     if (this.abort.signal.aborted) return;
     if (!force && Date.now() < this.backoffUntil) return;
+    if (partial) this.partialNext = true;
     if (this.running) {
       this.again = true;
       return;
@@ -209,7 +221,7 @@ export class Scheduler {
         // A flush() that came while the last round ran gets a round of its own: the one that ran
         // may have failed before the receiver came back.
         this.settleWaiters(Infinity);
-        if (this.waiters.length > 0) this.kick(true);
+        if (this.waiters.length > 0) this.kick(true, true);
       });
     return this.running;
   }
@@ -227,19 +239,24 @@ export class Scheduler {
     do {
       this.again = false;
       this.rounds++;
+      this.partialRound = this.partialNext;
+      this.partialNext = false;
       if (this.unreleased.length > 0) {
         await this.queue.release(this.unreleased);
         this.unreleased = [];
       }
       let probing = this.failedRounds > 0;
       let claimedAt = Date.now();
-      let window = await this.claim(probing ? batchSize : this.windowSize());
+      const first = probing ? batchSize : this.windowLimit();
+      if (first === 0) continue; // fewer than a batch committed, and nobody asked for less
+      let window = await this.claim(first);
       let ahead: { at: number; records: Promise<QueuedRecord[]> } | undefined;
       /** Gives back `held` and whatever the claim ahead took: nothing waits for a lease to expire. */
       const giveBack = async (held: readonly QueuedRecord[]) => {
         const next = ahead ? await ahead.records.catch(() => []) : [];
         ahead = undefined;
         const ids = [...held, ...next].map((r) => r.id);
+        this.unshipped += ids.length; // pending again
         try {
           await this.queue.release(ids);
         } catch (err) {
@@ -255,12 +272,12 @@ export class Scheduler {
         }
         const batch = window.slice(0, batchSize);
         window = window.slice(batchSize);
-        this.unshipped = Math.max(0, this.unshipped - batch.length);
         await this.waitForBurst(claimedAt + BURST_HOLD_MS);
         // A lease is only taken over once it expires: well within it, it is surely still ours.
         const fresh = Date.now() - claimedAt < leaseTimeout / 2;
-        if (!ahead && !probing) {
-          const records = this.claim(this.windowSize());
+        const aheadLimit = ahead || probing ? 0 : this.windowLimit();
+        if (aheadLimit > 0) {
+          const records = this.claim(aheadLimit);
           records.catch(() => undefined); // a failed claim holds nothing; it is thrown where awaited
           ahead = { at: Date.now(), records };
         }
@@ -295,7 +312,8 @@ export class Scheduler {
           // The probe went through: back to whole windows.
           probing = false;
           claimedAt = Date.now();
-          window = await this.claim(this.windowSize());
+          const limit = this.windowLimit();
+          window = limit > 0 ? await this.claim(limit) : [];
         }
         this.settleWaiters(window.length > 0 ? window[0]!.id - 1 : Infinity);
       }
@@ -334,9 +352,25 @@ export class Scheduler {
     return claimSize(this.options.batchSize, this.avgChars, this.options.claimRows, this.options.claimChars);
   }
 
-  /** Claims up to `limit` records and learns their length, so the next window holds about `claimChars`. */
+  /**
+   * How many records the next claim of this round takes: a window, or in a round that ships whole
+   * batches only, the whole batches of what was committed and not yet claimed (0: claim nothing).
+   */
+  private windowLimit(): number {
+    const window = this.windowSize();
+    if (this.partialRound || this.closing || this.waiters.length > 0) return window;
+    const { batchSize } = this.options;
+    return Math.min(window, Math.floor(this.unshipped / batchSize) * batchSize);
+  }
+
+  /**
+   * Claims up to `limit` records and learns their length, so the next window holds about `claimChars`.
+   * `unshipped` loses what the claim took; a claim that found fewer than `limit` loses the whole
+   * `limit` (the hint counted records another process shipped, or a round asked for less took).
+   */
   private async claim(limit: number): Promise<QueuedRecord[]> {
     const records = await this.queue.claim(limit);
+    this.unshipped = Math.max(0, this.unshipped - (records.length < limit ? limit : records.length));
     if (records.length === 0) return records;
     let chars = 0;
     for (const r of records) chars += r.body.length;
@@ -348,7 +382,7 @@ export class Scheduler {
     this.backoffUntil = Date.now() + wait;
     clearTimeout(this.backoffTimer);
     if (this.closing) return;
-    this.backoffTimer = setTimeout(() => this.kick(true), wait);
+    this.backoffTimer = setTimeout(() => this.kick(true, true), wait);
     this.backoffTimer.unref();
   }
 
