@@ -10,7 +10,7 @@ import { VectorTransport } from '../lib/index';
 import { openQueue as openFile } from '../lib/queue/open';
 import type { QueueOptions, QueuedRecord } from '../lib/queue/queue';
 import { prepareDatabaseFile } from '../lib/queue/queue-file';
-import { PARTS_PER_INSERT } from '../lib/queue/sql';
+import { PARTS_PER_INSERT, SMALL_INSERT_PARTS, SMALL_INSERT_ROWS } from '../lib/queue/sql';
 import { tempDir } from './support/helpers';
 
 const opts = (over: Partial<QueueOptions> = {}): QueueOptions & { warnings: string[] } => {
@@ -113,18 +113,56 @@ describe('SqliteQueue', () => {
     await queue.close();
   });
 
-  it("a commit's INSERT (its SQL names each row's offsets: new text each time) is not kept; the statements of fixed shape are", async () => {
+  it("a commit of a few rows runs one INSERT of fixed text, kept; a larger commit's INSERT (its SQL names each row's offsets: new text each time) is not kept", async () => {
     const { queue } = await openQueue();
+    const inserts: string[] = [];
+    queue.connection.observer = (sql) => {
+      if (sql.startsWith('INSERT INTO records (body, created_at, destination)')) inserts.push(sql);
+    };
     for (let round = 0; round < 40; round++) {
-      // Bodies of new lengths each round: each commit's INSERT is a text of its own.
-      await queue.append(Array.from({ length: 3 + (round % 5) }, (_, i) => `{"n":${round},"pad":"${'x'.repeat(round + i)}"}`));
-      await queue.ack((await queue.claim(100)).map((r) => r.id));
+      // Bodies of new lengths each round; every fifth commit is larger than a small one.
+      const rows = round % 5 === 4 ? SMALL_INSERT_ROWS + 1 + round : 3 + (round % 5);
+      const texts = Array.from({ length: rows }, (_, i) => `{"n":${round},"pad":"${'x'.repeat(round + i)}"}`);
+      await queue.append(texts);
+      const claimed = await queue.claim(1000);
+      assert.deepEqual(claimed.map((r) => r.body), texts);
+      await queue.ack(claimed.map((r) => r.id));
     }
+    const small = [...new Set(inserts.filter((sql) => sql.includes('json_each')))];
+    assert.equal(small.length, 1, 'the small commits share one text');
+    assert.equal(inserts.filter((sql) => sql === small[0]).length, 32);
+    assert.equal(new Set(inserts.filter((sql) => sql !== small[0])).size, 8, 'each larger commit has a text of its own');
     const kept = queue.connection.keptStatements();
-    assert.deepEqual(kept.filter((sql) => sql.startsWith('INSERT INTO records (body, created_at, destination) SELECT')), [], 'no INSERT of a commit is kept');
+    assert.deepEqual(kept.filter((sql) => sql.startsWith('INSERT INTO records (body, created_at, destination) SELECT')), small, 'only the fixed INSERT is kept');
     assert.ok(kept.some((sql) => sql.includes('UPDATE records SET lease_owner')), `the claim's statement is kept: ${kept.join('\n')}`);
     assert.equal((await queue.stats()).pending, 0);
     await queue.close();
+  });
+
+  it('a small commit of several hand-overs (chunk parts) is written whole, in order, as TEXT, with the fixed INSERT up to its parts and the other beyond', async () => {
+    const { queue, path } = await openQueue();
+    const used: boolean[] = [];
+    queue.connection.observer = (sql) => {
+      if (sql.startsWith('INSERT INTO records')) used.push(sql.includes('json_each'));
+    };
+    const all: string[] = [];
+    for (const parts of [1, 3, SMALL_INSERT_PARTS, SMALL_INSERT_PARTS + 1]) {
+      // Each RecordBatch.of writes a chunk of its own: a part of the commit.
+      const batches = Array.from({ length: parts }, (_, p) => [`{"p":${p},"t":"日本 \\"q\\" ${parts}"}`, `{"p":${p},"e":"😀","n":${parts}}`]);
+      await queue.append(RecordBatch.concat(batches.map((texts) => RecordBatch.of(texts))));
+      all.push(...batches.flat());
+    }
+    assert.deepEqual(used, [true, true, true, false]);
+    const claimed = await queue.claim(1000);
+    assert.deepEqual(claimed.map((r) => r.body), all);
+    assert.deepEqual(claimed.map((r) => r.id), claimed.map((_, i) => claimed[0]!.id + i), 'ids follow the order of logging');
+    await queue.close();
+    const db = new sqlite3.Database(path);
+    const types = await new Promise<string[]>((resolve, reject) =>
+      db.all('SELECT DISTINCT typeof(body) AS t FROM records', (err, rows: Array<{ t: string }>) => (err ? reject(err) : resolve(rows.map((r) => r.t)))),
+    );
+    await new Promise<void>((resolve) => db.close(() => resolve()));
+    assert.deepEqual(types, ['text']);
   });
 
   it('release puts records back in their place', async () => {

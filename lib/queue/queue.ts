@@ -5,7 +5,7 @@ import { VectorQueueError } from '../errors';
 import { Drops, type DropReason, type Notice } from './drops';
 import { ownerDied } from './queue-file';
 import { batchBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
-import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT } from './sql';
+import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT, smallInsertStatement } from './sql';
 import type { Connection } from './sqlite';
 
 /** One record waiting in the queue, as it will be sent. */
@@ -338,6 +338,8 @@ export class SqliteQueue implements Queue {
   }
 
   private insert(rows: RecordBatch, now: number, destination: string | undefined, committed?: () => void): Promise<number> {
+    const small = smallInsertStatement(rows, now, destination ?? null);
+    if (small !== undefined) return this.conn.run(small[0], small[1], committed);
     const [sql, params] = insertStatement(rows, now, destination ?? null);
     return this.conn.runOnce(sql, params, committed);
   }

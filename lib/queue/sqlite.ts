@@ -222,7 +222,7 @@ export class Connection {
   }
 
   /**
-   * `run` for SQL whose text is new each time (a commit's INSERT names each row's offsets): the
+   * `run` for SQL whose text is new each time (a large commit's INSERT names each row's offsets): the
    * statement is finalized once it ran instead of kept. Kept, the one-off statements of a burst
    * (each as large as its thousands of rows) stayed in memory, and pushed out the statements of
    * fixed shape that are worth keeping.
