@@ -165,6 +165,24 @@ describe('SqliteQueue', () => {
     assert.deepEqual(types, ['text']);
   });
 
+  it('the WAL stays within twice its budget: after many small commits, claims and acks (left to SQLite) and after a large commit (trimmed at once)', async () => {
+    const { queue, path } = await openQueue();
+    const budget = queue.walBudget;
+    assert.equal(budget, 4 * 1024 * 1024, 'the default bound: a budget large enough to skip measuring small transactions');
+    const walSize = () => statSync(`${path}-wal`).size;
+    let most = 0;
+    for (let i = 0; i < 1500; i++) {
+      await queue.append(Array.from({ length: 5 }, (_, k) => `{"i":${i},"k":${k},"pad":"${'p'.repeat(200)}"}`));
+      if (i % 20 === 19) await queue.ack((await queue.claim(100)).map((r) => r.id));
+      most = Math.max(most, walSize());
+    }
+    assert.ok(most > budget / 2, `the small transactions wrote enough to need checkpoints (the WAL reached ${most} bytes)`);
+    assert.ok(most <= 2 * budget, `the WAL reached ${most} bytes with a budget of ${budget}`);
+    await queue.append(Array.from({ length: 3000 }, (_, k) => `{"k":${k},"pad":"${'q'.repeat(4000)}"}`));
+    assert.ok(walSize() <= 2 * budget, `after a 12 MB commit the WAL holds ${walSize()} bytes`);
+    await queue.close();
+  });
+
   it('release puts records back in their place', async () => {
     const { queue } = await openQueue();
     await queue.append(bodies(0, 6));

@@ -8,6 +8,9 @@ import { batchBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
 import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT, smallInsertStatement } from './sql';
 import type { Connection } from './sqlite';
 
+/** Pages a transaction may write besides its rows' own (b-tree interior pages, the sequence, counters). */
+const WAL_SLACK_PAGES = 16;
+
 /** One record waiting in the queue, as it will be sent. */
 export interface QueuedRecord {
   readonly id: number;
@@ -145,10 +148,13 @@ export class SqliteQueue implements Queue {
     try {
       rows = await this.makeRoom(rows);
       const notices = this.drops.mayHaveUnreported ? await this.drops.takeNotices(rows, await this.space.room()) : [];
+      /** What the commit may have written to the WAL (see `trimWal`); unknown once the disk was full. */
+      let walWritten = batchBytes(rows) + WAL_SLACK_PAGES * this.space.pageSize;
       try {
         await this.insertAll(rows, notices, undefined, committed);
       } catch (err) {
         if (!isFull(err)) throw err;
+        walWritten = Number.POSITIVE_INFINITY;
         // The disk (or SQLite's page limit) is full: the WAL's space first, then the policy decides who goes.
         await this.space.checkpoint();
         const attempt = () =>
@@ -171,7 +177,7 @@ export class SqliteQueue implements Queue {
         if (!written) this.drops.dropped('disk-full', rows.length);
       }
       await this.drops.save().catch(() => undefined);
-      await this.space.trimWal();
+      await this.space.trimWal(walWritten);
       for (const item of items) item.resolve();
     } catch (err) {
       for (const item of items) item.reject(err);
@@ -368,7 +374,10 @@ export class SqliteQueue implements Queue {
           await this.space.checkpoint();
         }
       }
-      await this.space.trimWal();
+      // A claim rewrites its rows: their text (up to 3 bytes a UTF-16 unit) and their leases.
+      let chars = 0;
+      for (const r of rows) chars += r.body.length;
+      await this.space.trimWal(3 * chars + rows.length * ROW_OVERHEAD + WAL_SLACK_PAGES * this.space.pageSize);
       return rows.sort((a, b) => a.id - b.id);
     });
   }
@@ -415,13 +424,16 @@ export class SqliteQueue implements Queue {
         if (this.waitingAck?.parts === parts) this.waitingAck = undefined;
         // Alone, the count is the answer; merged, the ids tell each caller its own.
         let out: number | Set<number>;
+        let rows = 0;
+        for (const p of parts) rows += p.length;
         if (parts.length === 1) out = await this.deleteHeld(parts[0]!);
         else {
           const [where, params] = this.held(parts.flat());
           const gone = await this.conn.all<{ id: number }>(`DELETE FROM records WHERE ${where} RETURNING id`, params);
           out = new Set(gone.map((r) => r.id));
         }
-        await this.space.trimWal();
+        // A delete rewrites the pages its rows were on: a page a row, at most.
+        await this.space.trimWal((rows + WAL_SLACK_PAGES) * this.space.pageSize);
         return out;
       });
       waiting = this.waitingAck = { parts, done };
