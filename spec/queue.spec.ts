@@ -35,6 +35,16 @@ async function openQueue(file?: string, over: Partial<QueueOptions> = {}) {
   return { path, queue: await openFile(path, opts(over)) };
 }
 
+/** The SQLite types the bodies in the file at `path` have (each once), read with a connection of its own. */
+async function bodyTypes(path: string): Promise<string[]> {
+  const db = new sqlite3.Database(path);
+  const types = await new Promise<string[]>((resolve, reject) =>
+    db.all('SELECT DISTINCT typeof(body) AS t FROM records', (err, rows: Array<{ t: string }>) => (err ? reject(err) : resolve(rows.map((r) => r.t)))),
+  );
+  await new Promise<void>((resolve) => db.close(() => resolve()));
+  return types;
+}
+
 const bodies = (from: number, n: number) => Array.from({ length: n }, (_, i) => `{"n":${from + i}}`);
 
 describe('SqliteQueue', () => {
@@ -71,12 +81,7 @@ describe('SqliteQueue', () => {
     assert.deepEqual(all.map((r) => r.body), texts);
     assert.deepEqual(all.map((r) => r.id), all.map((_, i) => all[0]!.id + i), 'ids follow the order of logging');
     await queue.close();
-    const db = new sqlite3.Database(path);
-    const types = await new Promise<string[]>((resolve, reject) =>
-      db.all('SELECT DISTINCT typeof(body) AS t FROM records', (err, rows: Array<{ t: string }>) => (err ? reject(err) : resolve(rows.map((r) => r.t)))),
-    );
-    await new Promise<void>((resolve) => db.close(() => resolve()));
-    assert.deepEqual(types, ['text']);
+    assert.deepEqual(await bodyTypes(path), ['text']);
   });
 
   it('ack, renew and release act on exactly the ids given, consecutive or not', async () => {
@@ -157,12 +162,7 @@ describe('SqliteQueue', () => {
     assert.deepEqual(claimed.map((r) => r.body), all);
     assert.deepEqual(claimed.map((r) => r.id), claimed.map((_, i) => claimed[0]!.id + i), 'ids follow the order of logging');
     await queue.close();
-    const db = new sqlite3.Database(path);
-    const types = await new Promise<string[]>((resolve, reject) =>
-      db.all('SELECT DISTINCT typeof(body) AS t FROM records', (err, rows: Array<{ t: string }>) => (err ? reject(err) : resolve(rows.map((r) => r.t)))),
-    );
-    await new Promise<void>((resolve) => db.close(() => resolve()));
-    assert.deepEqual(types, ['text']);
+    assert.deepEqual(await bodyTypes(path), ['text']);
   });
 
   it('the WAL stays within twice its budget: after many small commits, claims and acks (left to SQLite) and after a large commit (trimmed at once)', async () => {
