@@ -60,7 +60,8 @@ const SMALL_INSERT_SQL =
  * there; each row's part, offset and length go in one JSON parameter instead of the SQL text, so
  * the statement's text never changes. A service logging a few records a turn commits many times a
  * second: with a new text each time, every commit was three trips to SQLite's thread (prepare, run,
- * finalize) and a parse; kept, it is one.
+ * finalize) and a parse; kept, it is one. The kept statement holds its last parameters until the
+ * next commit: the bytes of at most SMALL_INSERT_ROWS records.
  */
 export function smallInsertStatement(rows: RecordBatch, now: number, destination: string | null = null): [string, unknown[]] | undefined {
   if (rows.length > SMALL_INSERT_ROWS) return undefined;
