@@ -35,6 +35,13 @@ async function openQueue(file?: string, over: Partial<QueueOptions> = {}) {
   return { path, queue: await openFile(path, opts(over)) };
 }
 
+/** Claims every record of `queue` and asserts they are `texts`, with consecutive ids: in the order of logging. */
+async function claimsInOrder(queue: { claim(limit: number): Promise<QueuedRecord[]> }, texts: readonly string[]): Promise<void> {
+  const claimed = await queue.claim(texts.length + 1);
+  assert.deepEqual(claimed.map((r) => r.body), texts);
+  assert.deepEqual(claimed.map((r) => r.id), claimed.map((_, i) => claimed[0]!.id + i), 'ids follow the order of logging');
+}
+
 /** The SQLite types the bodies in the file at `path` have (each once), read with a connection of its own. */
 async function bodyTypes(path: string): Promise<string[]> {
   const db = new sqlite3.Database(path);
@@ -77,9 +84,7 @@ describe('SqliteQueue', () => {
     const pairs = Math.ceil(PARTS_PER_INSERT / 2) + 4;
     const texts = Array.from({ length: pairs }, (_, i) => [`{"short":${i},"t":"日本"}`, `{"long":"${String(i % 10).repeat(350_000)}"}`]).flat();
     await queue.append(RecordBatch.of(texts));
-    const all = await queue.claim(1000);
-    assert.deepEqual(all.map((r) => r.body), texts);
-    assert.deepEqual(all.map((r) => r.id), all.map((_, i) => all[0]!.id + i), 'ids follow the order of logging');
+    await claimsInOrder(queue, texts);
     await queue.close();
     assert.deepEqual(await bodyTypes(path), ['text']);
   });
@@ -158,9 +163,7 @@ describe('SqliteQueue', () => {
       all.push(...batches.flat());
     }
     assert.deepEqual(used, [true, true, true, false]);
-    const claimed = await queue.claim(1000);
-    assert.deepEqual(claimed.map((r) => r.body), all);
-    assert.deepEqual(claimed.map((r) => r.id), claimed.map((_, i) => claimed[0]!.id + i), 'ids follow the order of logging');
+    await claimsInOrder(queue, all);
     await queue.close();
     assert.deepEqual(await bodyTypes(path), ['text']);
   });
