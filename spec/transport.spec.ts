@@ -572,6 +572,49 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: 20 }, (_, i) => [`turn${i}a`, `turn${i}b`]).flat()]);
   });
 
+  it('a few records a turn go to the worker through shared memory, not a message a turn; while it waits out commitDelay they do not wake it', async () => {
+    const { r, t, logger } = await openedWith({ commitDelay: 50 });
+    const before = t.handedOver();
+    for (let i = 0; i < 40; i++) {
+      logger.info(`turn${i}a`);
+      logger.info(`turn${i}b`);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await t.committed();
+    const after = t.handedOver();
+    assert.equal(after.message - before.message, 0, 'no batch went as a message');
+    assert.ok(after.ring - before.ring >= 10, `${after.ring - before.ring} batches through shared memory`);
+    assert.ok(after.unwoken - before.unwoken >= 5, `${after.unwoken - before.unwoken} of them left the worker asleep`);
+    await t.flush();
+    await r.waitForEvents(81);
+    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: 40 }, (_, i) => [`turn${i}a`, `turn${i}b`]).flat()]);
+  });
+
+  it('a batch that goes as a message (a record larger than a chunk) keeps its place among those that go through shared memory', async () => {
+    const { r, t, logger } = await openedWith({ commitDelay: 0 });
+    const before = t.handedOver();
+    const big = 'x'.repeat(400_000); // 1.2 MB at 3 bytes a unit, more than a chunk: a chunk of its own
+    const expected: string[] = ['open'];
+    for (let i = 0; i < 8; i++) {
+      // In one turn: the record after the big one moves the writer on, so `a` and the big one go to
+      // the worker at once as a message; `b` goes through shared memory at the end of the turn, and
+      // the worker can read it before that message.
+      logger.info(`a${i}`);
+      logger.info(`big${i}`, { big });
+      logger.info(`b${i}`);
+      expected.push(`a${i}`, `big${i}`, `b${i}`);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await t.committed();
+    const after = t.handedOver();
+    assert.ok(after.message - before.message >= 8, `${after.message - before.message} batches as messages`);
+    assert.ok(after.ring - before.ring >= 8, `${after.ring - before.ring} batches through shared memory`);
+    await t.flush();
+    await r.waitForEvents(expected.length);
+    assert.deepEqual(messages(r.events), expected);
+    assert.equal((r.events[2]!.extra as { big: string }).big.length, 400_000);
+  });
+
   it("with a 'logged' listener too, committed() does not wait for commitDelay: the record is committed at once and 'logged' told", async () => {
     const { t, logger } = await openedWith({ commitDelay: 1000 });
     const logged: unknown[] = [];

@@ -12,7 +12,10 @@
 /** Bytes of one chunk. A record longer than this gets a chunk of its own. */
 export const CHUNK_BYTES = 1024 * 1024;
 
-/** Spare chunks kept for reuse after a commit (so at most SPARE_CHUNKS × CHUNK_BYTES stay allocated while idle). */
+/**
+ * Chunks a writer keeps for reuse after a commit: the first SPARE_CHUNKS standard chunks it makes,
+ * its pool (so at most SPARE_CHUNKS × CHUNK_BYTES stay allocated while idle). Others are let go.
+ */
 export const SPARE_CHUNKS = 8;
 
 /** Bytes before each row in a chunk: its length, as a 32-bit little-endian integer. */
@@ -200,6 +203,11 @@ export class RecordBatch {
   chunks(): Buffer[] {
     return [...new Set(this.segments.map((s) => s.chunk))];
   }
+
+  /** Where the rows are: each chunk's rows from byte `start` on, in order. */
+  get parts(): readonly Segment[] {
+    return this.segments;
+  }
 }
 
 /**
@@ -216,6 +224,16 @@ export class BatchWriter {
   private segments: Segment[] = [];
   private bytes = 0;
   private readonly spare: Buffer[] = [];
+  /** The chunks kept for reuse, for the writer's life (see SPARE_CHUNKS). */
+  private readonly pool: Buffer[] = [];
+  /** Where the rows of the chunk being written that are not taken yet start. */
+  private start = 0;
+  /**
+   * Segments made in each pooled chunk and not recycled yet: a chunk is written again only once it
+   * has none and the writer has moved on from it.
+   */
+  private readonly inUse = new Map<Buffer, number>();
+  private readonly recycled = new WeakSet<RecordBatch>();
   /** Rows written since the last `take()`. */
   length = 0;
 
@@ -235,18 +253,20 @@ export class BatchWriter {
 
   /** What was written since the last `take()`, without taking it (for the exit spill). */
   peek(): RecordBatch {
-    const segments = this.chunk !== undefined && this.rows > 0 ? [...this.segments, { chunk: this.chunk, start: 0, rows: this.rows }] : this.segments;
+    const segments = this.chunk !== undefined && this.rows > 0 ? [...this.segments, { chunk: this.chunk, start: this.start, rows: this.rows }] : this.segments;
     return segments.length === 0 ? RecordBatch.empty : new RecordBatch(segments, this.length, this.bytes);
   }
 
-  /** Hands over what was written as one batch; the next rows go to another chunk. */
+  /**
+   * Hands over what was written as one batch. The next rows go after it in the same chunk: a
+   * service that hands over a few records a turn fills a chunk in many turns, not one a turn.
+   */
   take(): RecordBatch {
     this.close();
     const batch = this.segments.length === 0 ? RecordBatch.empty : new RecordBatch(this.segments, this.length, this.bytes);
     this.segments = [];
     this.length = 0;
     this.bytes = 0;
-    this.chunk = undefined;
     return batch;
   }
 
@@ -269,22 +289,58 @@ export class BatchWriter {
     return batch;
   }
 
-  /** `batch` (taken from this writer) is committed or given up: its chunks may be written again. */
+  /**
+   * `batch` (taken from this writer) is committed or given up: its chunks may be written again once
+   * no other batch taken from them waits and the writer has moved on from them. Once a batch.
+   */
   recycle(batch: RecordBatch): void {
-    for (const chunk of batch.chunks()) {
-      if (chunk.length === CHUNK_BYTES && this.spare.length < SPARE_CHUNKS && !this.spare.includes(chunk)) this.spare.push(chunk);
+    if (this.recycled.has(batch)) return;
+    this.recycled.add(batch);
+    for (const { chunk } of batch.parts) {
+      const left = this.inUse.get(chunk);
+      if (left === undefined) continue; // not pooled
+      this.inUse.set(chunk, left - 1);
+      if (left === 1 && chunk !== this.chunk) this.spare.push(chunk);
     }
+  }
+
+  /** `chunk`'s place in this writer's pool (it is kept and reused for the writer's life), or -1. */
+  poolIndex(chunk: Buffer): number {
+    return this.pool.indexOf(chunk);
+  }
+
+  /** The chunk at `index` of the pool (see `poolIndex`). */
+  pooled(index: number): Buffer {
+    return this.pool[index]!;
   }
 
   /** Ends the current chunk's segment and starts a chunk of `size` bytes (0: a standard chunk). */
   private open(size: number): void {
     this.close();
-    this.chunk = size === 0 ? (this.spare.pop() ?? sharedChunk(CHUNK_BYTES)) : sharedChunk(size);
+    const left = this.chunk;
+    if (left !== undefined && this.inUse.get(left) === 0) this.spare.push(left);
+    let chunk = size === 0 ? this.spare.pop() : undefined;
+    if (chunk === undefined) {
+      chunk = sharedChunk(size === 0 ? CHUNK_BYTES : size);
+      if (size === 0 && this.pool.length < SPARE_CHUNKS) {
+        this.pool.push(chunk);
+        this.inUse.set(chunk, 0);
+      }
+    }
+    this.chunk = chunk;
     this.used = 0;
+    this.start = 0;
   }
 
+  /** Ends the segment of the rows written in the current chunk since the last one. */
   private close(): void {
-    if (this.chunk !== undefined && this.rows > 0) this.segments.push({ chunk: this.chunk, start: 0, rows: this.rows });
+    const chunk = this.chunk;
+    if (chunk !== undefined && this.rows > 0) {
+      this.segments.push({ chunk, start: this.start, rows: this.rows });
+      const n = this.inUse.get(chunk);
+      if (n !== undefined) this.inUse.set(chunk, n + 1);
+    }
+    this.start = this.used;
     this.rows = 0;
     this.chunkBytes = 0;
   }

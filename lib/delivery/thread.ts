@@ -40,7 +40,15 @@ export const FLAG_COMMITTED_SEQ = 2;
 export const FLAG_ENDED = 3;
 export const FLAG_ENDED_SEQ = 4;
 export const FLAG_FAILED = 5;
-export const FLAG_COUNT = 6;
+/**
+ * 1 while the worker holds this transport's batches for `commitDelay` (its timer reads the ring when
+ * it fires): a batch handed over through the ring then does not wake the worker, unless it asks for
+ * its commit now. The worker clears it before it reads the ring, and the main thread reads it after
+ * it moved RING_WRITE (both sequentially consistent): if the main thread saw it set, the worker's
+ * next read of the ring sees the batch.
+ */
+export const FLAG_HOLDING = 6;
+export const FLAG_COUNT = 7;
 
 /**
  * Whether the logger is in a burst: a commit of BURST_ROWS records or more waits, or is under way.
@@ -49,6 +57,34 @@ export const FLAG_COUNT = 6;
  */
 export const inBurst = (flags: Int32Array): boolean =>
   Atomics.load(flags, FLAG_WAITING) >= BURST_ROWS || ((Atomics.load(flags, FLAG_HANDED) - Atomics.load(flags, FLAG_ENDED)) | 0) >= BURST_ROWS;
+
+/**
+ * The hand-over ring: batches the main thread hands to the worker without a message. A batch whose
+ * rows are all in its transport's pooled chunks (lib/delivery/batch.ts: kept for the transport's
+ * life, each told to the worker once with a `chunk` message) is written here as one entry per
+ * chunk part, and the worker is woken with `Atomics.notify`; it waits with `Atomics.waitAsync`.
+ * A message to a thread costs both threads more (the structured clone of each chunk's
+ * SharedArrayBuffer, the message objects); a service that logs every turn of its event loop hands
+ * over a batch every turn. Any other batch (a record of its own chunk, a ring with no room) goes
+ * as an `append` message: the worker commits each transport's batches in their seq order,
+ * whichever way they came, and reads the ring before every message, so a message never overtakes
+ * a batch handed over before it.
+ *
+ * Layout (Int32Array): [WRITE, READ], then RING_SLOTS entries of RING_ENTRY ints: tid, seq, flags
+ * (RING_NOW, RING_TELL, RING_LAST: the batch's last part), the chunk's pool index, the part's start
+ * and rows, and in the last part the batch's rows and bytes. WRITE (entries written, main thread)
+ * and READ (entries read, worker) count modulo 2^32.
+ */
+export const RING_WRITE = 0;
+export const RING_READ = 1;
+export const RING_HEADER = 2;
+export const RING_SLOTS = 2048;
+export const RING_ENTRY = 8;
+export const RING_NOW = 1;
+export const RING_TELL = 2;
+export const RING_LAST = 4;
+/** Parts a batch may have to go through the ring (more go as a message). */
+const RING_MAX_PARTS = 64;
 
 /** A cause, as it crosses to the main thread (an Error does not keep its class across). */
 export interface WireCause {
@@ -64,6 +100,7 @@ export type WireWarning =
 export type ToWorker =
   | { op: 'open'; tid: number; id?: undefined; file: string; options: Record<string, unknown>; flags: SharedArrayBuffer }
   | { op: 'append'; tid: number; id?: undefined; seq: number; batch: SharedBatch; now: boolean; tell: boolean }
+  | { op: 'chunk'; tid: number; id?: undefined; index: number; buffer: SharedArrayBuffer }
   | { op: 'ended'; tid: number; id: number; seq: number; now: boolean }
   | { op: 'flush' | 'pending' | 'stats'; tid: number; id: number }
   | { op: 'stop-opening'; tid: number; id?: undefined }
@@ -133,10 +170,10 @@ if (Atomics.compareExchange(c, ${START}, ${START_NOT_YET}, ${START_LOADING}) ===
 }
 
 /** A worker thread on WORKER_FILE (from source, tsx is registered in it first: a loader given by `--import` stays in the main thread). */
-function startWorker(control: Int32Array): Worker {
+function startWorker(control: Int32Array, ring: Int32Array): Worker {
   // A small young generation: the worker's garbage is short-lived (a batch, a request), and a
   // large one only makes the process's memory grow while Vector is down.
-  const options = { workerData: { control }, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_MB }, eval: true };
+  const options = { workerData: { control, ring }, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_MB }, eval: true };
   return new Worker(bootstrap(WORKER_FILE), options);
 }
 
@@ -196,11 +233,15 @@ class DeliveryWorker {
   readonly heard = new Map<number, number>();
   /** See STOP, BUSY, START; the start counts as work under way until the worker's modules loaded. */
   private readonly control = new Int32Array(new SharedArrayBuffer(12));
+  /** See RING_WRITE. */
+  private readonly ring = new Int32Array(new SharedArrayBuffer((RING_HEADER + RING_SLOTS * RING_ENTRY) * 4));
+  /** @internal Batches handed over through the ring and as messages, and those of the ring that did not wake the worker (a test seam). */
+  readonly handed = { ring: 0, message: 0, unwoken: 0 };
 
   constructor(private readonly onEnd: (w: DeliveryWorker) => void) {
     Atomics.store(this.control, BUSY, 1);
     running.add(this.control);
-    this.worker = startWorker(this.control);
+    this.worker = startWorker(this.control, this.ring);
     this.worker.on('message', (m: FromWorker) => {
       const tid = m.op === 'reply' ? this.pending.get(m.id)?.tid : m.tid;
       if (tid !== undefined) this.heard.set(tid, (this.heard.get(tid) ?? 0) + 1);
@@ -247,7 +288,40 @@ class DeliveryWorker {
 
   send(message: ToWorker, transfer?: ArrayBuffer[]): void {
     if (this.ended) return;
+    if (message.op === 'append') this.handed.message++;
     this.worker.postMessage(message, transfer);
+  }
+
+  /**
+   * Hands batch `seq` of transport `tid` over through the ring (see RING_WRITE): `parts` holds
+   * (pool index, start, rows) for each of its chunk parts, each chunk already told to the worker.
+   * False when the ring has no room for it (or it has too many parts): then it goes as a message.
+   */
+  handOver(tid: number, flags: Int32Array, seq: number, parts: readonly number[], rows: number, bytes: number, now: boolean, tell: boolean): boolean {
+    if (this.ended) return true;
+    const n = parts.length / 3;
+    const ring = this.ring;
+    const write = Atomics.load(ring, RING_WRITE);
+    if (n > RING_MAX_PARTS || ((write - Atomics.load(ring, RING_READ)) | 0) + n > RING_SLOTS) return false;
+    const marks = (now ? RING_NOW : 0) | (tell ? RING_TELL : 0);
+    for (let i = 0; i < n; i++) {
+      const at = RING_HEADER + ((write + i) & (RING_SLOTS - 1)) * RING_ENTRY;
+      ring[at] = tid;
+      ring[at + 1] = seq;
+      ring[at + 2] = marks | (i === n - 1 ? RING_LAST : 0);
+      ring[at + 3] = parts[3 * i]!;
+      ring[at + 4] = parts[3 * i + 1]!;
+      ring[at + 5] = parts[3 * i + 2]!;
+      ring[at + 6] = rows;
+      ring[at + 7] = bytes;
+    }
+    // The entries are written before WRITE moves (a sequentially consistent store): the worker reads them after it sees WRITE.
+    Atomics.store(ring, RING_WRITE, (write + n) | 0);
+    // A worker that holds this transport's batches for commitDelay reads the ring when its timer fires.
+    if (now || Atomics.load(flags, FLAG_HOLDING) !== 1) Atomics.notify(ring, RING_WRITE);
+    else this.handed.unwoken++;
+    this.handed.ring++;
+    return true;
   }
 
   /** A request with an answer. Rejects when the worker answers with an error, or stops. */

@@ -18,7 +18,28 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatch } from './batch';
-import { BURST_ROWS, COMMIT_NOW_ROWS, FLAG_COMMITTED_SEQ, FLAG_ENDED, FLAG_ENDED_SEQ, FLAG_FAILED, inBurst, reached, type FromWorker, type ToWorker, type WireCause } from './thread';
+import {
+  BURST_ROWS,
+  COMMIT_NOW_ROWS,
+  FLAG_COMMITTED_SEQ,
+  FLAG_ENDED,
+  FLAG_ENDED_SEQ,
+  FLAG_FAILED,
+  FLAG_HOLDING,
+  inBurst,
+  reached,
+  RING_ENTRY,
+  RING_HEADER,
+  RING_LAST,
+  RING_NOW,
+  RING_READ,
+  RING_SLOTS,
+  RING_TELL,
+  RING_WRITE,
+  type FromWorker,
+  type ToWorker,
+  type WireCause,
+} from './thread';
 import type { VectorDeliveryError } from '../errors';
 import { resolveOptions, type ResolvedOptions, type VectorTransportOptions } from '../winston/options';
 import { ForeignFileError, openQueue } from '../queue/open';
@@ -57,9 +78,15 @@ interface Transport {
   waitTimer?: NodeJS.Timeout;
   /** When the last commit was started (ms). */
   lastCommitAt: number;
+  /** The transport's pooled chunks, by pool index (told once each with `chunk`). */
+  readonly chunks: Buffer[];
+  /** The seq of the next batch to commit (modulo 2^32), and batches that came before their turn. */
+  nextSeq: number;
+  readonly early: Map<number, { batch: RecordBatch; now: boolean; tell: boolean }>;
 }
 
-guardStatements((workerData as { control: Int32Array }).control);
+const { control, ring } = workerData as { control: Int32Array; ring: Int32Array };
+guardStatements(control);
 
 const port = parentPort!;
 const transports = new Map<number, Transport>();
@@ -153,13 +180,22 @@ function hold(t: Transport, now: boolean): void {
   const delay = t.config.commitDelay;
   const due = t.lastCommitAt + delay - Date.now();
   if (now || delay === 0 || due <= 0 || t.waitingRows >= COMMIT_NOW_ROWS) commitWaiting(t);
-  else t.waitTimer ??= setTimeout(() => commitWaiting(t), due);
+  else if (t.waitTimer === undefined) {
+    // Batches handed over meanwhile need not wake this thread (see FLAG_HOLDING).
+    Atomics.store(t.flags, FLAG_HOLDING, 1);
+    t.waitTimer = setTimeout(() => commitWaiting(t), due);
+  }
 }
 
 /** The batches waiting, in one commit. */
 function commitWaiting(t: Transport): void {
   clearTimeout(t.waitTimer);
   t.waitTimer = undefined;
+  if (Atomics.load(t.flags, FLAG_HOLDING) === 1) {
+    // Cleared, then the ring read: a batch handed over without waking this thread goes in too.
+    Atomics.store(t.flags, FLAG_HOLDING, 0);
+    readRing();
+  }
   const items = t.waiting;
   if (items.length === 0) return;
   t.waiting = [];
@@ -201,6 +237,93 @@ async function commit(t: Transport, items: Transport['waiting']): Promise<void> 
   }
 }
 
+/**
+ * Batch `seq` of `t` was handed over: it waits for its commit once every batch before it has come
+ * (through the ring or as a message, see RING_WRITE in lib/delivery/thread.ts), so the transport's
+ * records go in in the order they were logged.
+ */
+function handedOver(t: Transport, seq: number, batch: RecordBatch, now: boolean, tell: boolean): void {
+  if ((seq | 0) !== t.nextSeq) {
+    t.early.set(seq | 0, { batch, now, tell });
+    return;
+  }
+  let next = { batch, now, tell };
+  for (;;) {
+    t.waiting.push({ seq: t.nextSeq, batch: next.batch, tell: next.tell });
+    t.waitingRows += next.batch.length;
+    t.nextSeq = (t.nextSeq + 1) | 0;
+    hold(t, next.now);
+    const early = t.early.get(t.nextSeq);
+    if (early === undefined) return;
+    t.early.delete(t.nextSeq);
+    next = early;
+  }
+}
+
+/** Entries of the ring read (modulo 2^32). */
+let ringRead = 0;
+/** `readRing` is under way (a batch it hands on may start a commit, which reads the ring). */
+let readingRing = false;
+
+/**
+ * Takes every batch written to the ring so far. A batch in a chunk whose `chunk` message has not
+ * been read yet stays there, and the rest behind it: that message reads the ring again.
+ */
+function readRing(): void {
+  if (readingRing) return; // the read under way goes on to the end of the ring
+  readingRing = true;
+  try {
+    readRingEntries();
+  } finally {
+    readingRing = false;
+  }
+}
+
+function readRingEntries(): void {
+  while (ringRead !== Atomics.load(ring, RING_WRITE)) {
+    const first = RING_HEADER + (ringRead & (RING_SLOTS - 1)) * RING_ENTRY;
+    const tid = ring[first]!;
+    const seq = ring[first + 1]!;
+    const t = transports.get(tid);
+    const parts: Array<{ chunk: Buffer; start: number; rows: number }> = [];
+    let n = 0;
+    let at = first;
+    for (;;) {
+      at = RING_HEADER + ((ringRead + n) & (RING_SLOTS - 1)) * RING_ENTRY;
+      n++;
+      const chunk = t?.chunks[ring[at + 3]!];
+      if (t && chunk === undefined) return; // its chunk is told in a message still on its way
+      if (chunk) parts.push({ chunk, start: ring[at + 4]!, rows: ring[at + 5]! });
+      if (ring[at + 2]! & RING_LAST) break;
+    }
+    const flags = ring[at + 2]!;
+    const rows = ring[at + 6]!;
+    const bytes = ring[at + 7]!;
+    ringRead = (ringRead + n) | 0;
+    Atomics.store(ring, RING_READ, ringRead);
+    // A batch for a transport this worker does not have (closed already): told, so it is counted.
+    if (!t) post({ op: 'append-failed', tid, seq, cause: { name: 'Error', message: 'this transport is not open in the delivery worker' } });
+    else handedOver(t, seq, new RecordBatch(parts, rows, bytes), (flags & RING_NOW) !== 0, (flags & RING_TELL) !== 0);
+  }
+}
+
+/** `Atomics.waitAsync` (ES2024; in every Node this package supports). */
+const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, i: number, v: number): { async: false; value: string } | { async: true; value: Promise<string> } }).waitAsync;
+
+/** Reads the ring whenever the main thread writes to it. */
+function watchRing(): void {
+  for (;;) {
+    const seen = Atomics.load(ring, RING_WRITE);
+    readRing();
+    const wait = waitAsync(ring, RING_WRITE, seen);
+    if (wait.async) {
+      void wait.value.then(watchRing);
+      return;
+    }
+  }
+}
+watchRing();
+
 async function handle(m: ToWorker): Promise<unknown> {
   if (m.op === 'open') {
     let config: ResolvedOptions;
@@ -214,7 +337,22 @@ async function handle(m: ToWorker): Promise<unknown> {
     // Notices only: their level is Python's WARNING whatever the logger's levels are.
     const ctx = recordContext(config, config.extraFields, undefined);
     const flags = new Int32Array(m.flags);
-    const t: Transport = { tid: m.tid, flags, config, shipper: new HttpShipper({ ...config, tls: config.tls }), closeRequested: false, closed: false, endWaiters: [], waiting: [], waitingRows: 0, lastCommitAt: 0, runtime: Promise.resolve(undefined) };
+    const t: Transport = {
+      tid: m.tid,
+      flags,
+      config,
+      shipper: new HttpShipper({ ...config, tls: config.tls }),
+      closeRequested: false,
+      closed: false,
+      endWaiters: [],
+      waiting: [],
+      waitingRows: 0,
+      lastCommitAt: 0,
+      runtime: Promise.resolve(undefined),
+      chunks: [],
+      nextSeq: 1,
+      early: new Map(),
+    };
     t.runtime = open(m.tid, t, m.file, ctx);
     transports.set(m.tid, t);
     return undefined;
@@ -227,9 +365,11 @@ async function handle(m: ToWorker): Promise<unknown> {
       t.wakeOpen?.();
       return undefined;
     case 'append':
-      t.waiting.push({ seq: m.seq, batch: RecordBatch.fromShared(m.batch), tell: m.tell });
-      t.waitingRows += m.batch.rows;
-      hold(t, m.now);
+      handedOver(t, m.seq, RecordBatch.fromShared(m.batch), m.now, m.tell);
+      return undefined;
+    case 'chunk':
+      t.chunks[m.index] = Buffer.from(m.buffer);
+      readRing(); // a batch in this chunk may wait there
       return undefined;
     case 'ended': {
       if (m.now) commitWaiting(t);
@@ -280,6 +420,8 @@ async function handle(m: ToWorker): Promise<unknown> {
 }
 
 port.on('message', (m: ToWorker) => {
+  // What the ring holds was handed over before this message was sent.
+  readRing();
   handle(m).then(
     (value) => {
       if ('id' in m && m.id !== undefined) post({ op: 'reply', id: m.id, value });

@@ -725,9 +725,35 @@ export class VectorTransport extends TransportStream {
     const done = new Promise<void>((r) => (resolve = r));
     const flight: Flight = { batch, rows: batch.length, seq, infos, released: false, settled: false, asked: false, done, resolve };
     this.flights.push(flight);
-    this.worker.send({ op: 'append', tid: this.tid, seq, batch: batch.toShared(), now, tell: counted && this.listenerCount('commit') > 0 });
+    const tell = counted && this.listenerCount('commit') > 0;
+    if (!this.handOver(batch, seq, now, tell)) this.worker.send({ op: 'append', tid: this.tid, seq, batch: batch.toShared(), now, tell });
     if (infos.length > 0) this.ask(flight, false);
   }
+
+  /**
+   * `batch` through the worker's ring (see RING_WRITE in lib/delivery/thread.ts) when all its rows
+   * are in this transport's pooled chunks; each such chunk is told to the worker once, first.
+   * False: it must go as a message.
+   */
+  private handOver(batch: RecordBatch, seq: number, now: boolean, tell: boolean): boolean {
+    if (batch.length === 0) return false;
+    const parts: number[] = [];
+    for (const { chunk, start, rows } of batch.parts) {
+      const index = this.uncommitted.poolIndex(chunk);
+      if (index < 0) return false;
+      parts.push(index, start, rows);
+    }
+    for (let i = 0; i < parts.length; i += 3) {
+      const index = parts[i]!;
+      if (this.chunksTold[index]) continue;
+      this.worker.send({ op: 'chunk', tid: this.tid, index, buffer: this.uncommitted.pooled(index).buffer as SharedArrayBuffer });
+      this.chunksTold[index] = true;
+    }
+    return this.worker.handOver(this.tid, this.flags, seq, parts, batch.length, batch.byteLength, now, tell);
+  }
+
+  /** The pooled chunks of `uncommitted` already told to the worker, by pool index. */
+  private readonly chunksTold: boolean[] = [];
 
   /**
    * Counts dropped records exactly, per reason. The `'warn'` is limited to one per reason every
@@ -904,6 +930,14 @@ export class VectorTransport extends TransportStream {
   /** @internal A test seam: messages this transport heard from the delivery worker so far (each one woke the event loop). */
   messagesHeard(): number {
     return this.worker.heard.get(this.tid) ?? 0;
+  }
+
+  /**
+   * @internal A test seam: batches handed to the delivery worker so far through shared memory and
+   * as messages, and those of shared memory that did not wake it (by every transport of the process).
+   */
+  handedOver(): { ring: number; message: number; unwoken: number } {
+    return { ...this.worker.handed };
   }
 
   /** @internal A test seam: runs SQL on the transport's own connection, in the delivery worker. */
