@@ -226,14 +226,6 @@ export class BatchWriter {
   private readonly spare: Buffer[] = [];
   /** The chunks kept for reuse, for the writer's life (see SPARE_CHUNKS). */
   private readonly pool: Buffer[] = [];
-  /** Where the rows of the chunk being written that are not taken yet start. */
-  private start = 0;
-  /**
-   * Segments made in each pooled chunk and not recycled yet: a chunk is written again only once it
-   * has none and the writer has moved on from it.
-   */
-  private readonly inUse = new Map<Buffer, number>();
-  private readonly recycled = new WeakSet<RecordBatch>();
   /** Rows written since the last `take()`. */
   length = 0;
 
@@ -253,20 +245,18 @@ export class BatchWriter {
 
   /** What was written since the last `take()`, without taking it (for the exit spill). */
   peek(): RecordBatch {
-    const segments = this.chunk !== undefined && this.rows > 0 ? [...this.segments, { chunk: this.chunk, start: this.start, rows: this.rows }] : this.segments;
+    const segments = this.chunk !== undefined && this.rows > 0 ? [...this.segments, { chunk: this.chunk, start: 0, rows: this.rows }] : this.segments;
     return segments.length === 0 ? RecordBatch.empty : new RecordBatch(segments, this.length, this.bytes);
   }
 
-  /**
-   * Hands over what was written as one batch. The next rows go after it in the same chunk: a
-   * service that hands over a few records a turn fills a chunk in many turns, not one a turn.
-   */
+  /** Hands over what was written as one batch; the next rows go to another chunk. */
   take(): RecordBatch {
     this.close();
     const batch = this.segments.length === 0 ? RecordBatch.empty : new RecordBatch(this.segments, this.length, this.bytes);
     this.segments = [];
     this.length = 0;
     this.bytes = 0;
+    this.chunk = undefined;
     return batch;
   }
 
@@ -289,18 +279,10 @@ export class BatchWriter {
     return batch;
   }
 
-  /**
-   * `batch` (taken from this writer) is committed or given up: its chunks may be written again once
-   * no other batch taken from them waits and the writer has moved on from them. Once a batch.
-   */
+  /** `batch` (taken from this writer) is committed or given up: its pooled chunks may be written again. */
   recycle(batch: RecordBatch): void {
-    if (this.recycled.has(batch)) return;
-    this.recycled.add(batch);
-    for (const { chunk } of batch.parts) {
-      const left = this.inUse.get(chunk);
-      if (left === undefined) continue; // not pooled
-      this.inUse.set(chunk, left - 1);
-      if (left === 1 && chunk !== this.chunk) this.spare.push(chunk);
+    for (const chunk of batch.chunks()) {
+      if (this.pool.includes(chunk) && !this.spare.includes(chunk)) this.spare.push(chunk);
     }
   }
 
@@ -317,30 +299,17 @@ export class BatchWriter {
   /** Ends the current chunk's segment and starts a chunk of `size` bytes (0: a standard chunk). */
   private open(size: number): void {
     this.close();
-    const left = this.chunk;
-    if (left !== undefined && this.inUse.get(left) === 0) this.spare.push(left);
     let chunk = size === 0 ? this.spare.pop() : undefined;
     if (chunk === undefined) {
       chunk = sharedChunk(size === 0 ? CHUNK_BYTES : size);
-      if (size === 0 && this.pool.length < SPARE_CHUNKS) {
-        this.pool.push(chunk);
-        this.inUse.set(chunk, 0);
-      }
+      if (size === 0 && this.pool.length < SPARE_CHUNKS) this.pool.push(chunk);
     }
     this.chunk = chunk;
     this.used = 0;
-    this.start = 0;
   }
 
-  /** Ends the segment of the rows written in the current chunk since the last one. */
   private close(): void {
-    const chunk = this.chunk;
-    if (chunk !== undefined && this.rows > 0) {
-      this.segments.push({ chunk, start: this.start, rows: this.rows });
-      const n = this.inUse.get(chunk);
-      if (n !== undefined) this.inUse.set(chunk, n + 1);
-    }
-    this.start = this.used;
+    if (this.chunk !== undefined && this.rows > 0) this.segments.push({ chunk: this.chunk, start: 0, rows: this.rows });
     this.rows = 0;
     this.chunkBytes = 0;
   }
