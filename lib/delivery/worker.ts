@@ -4,8 +4,10 @@
  * what must happen there (winston's call, building the record, handing its bytes over).
  *
  * Each transport is a `tid`. Messages from the main thread: `open` (the file, the options, the
- * transport's shared flags), `append` (a batch of records to commit: not answered, its end is told
- * in the shared flags, and a failure with `append-failed`), `ended` (answered once the commit of a
+ * transport's shared flags), `chunk` (one of the transport's pooled chunks, once each), `append` (a
+ * batch of records to commit that could not go through the ring in shared memory, see RING_WRITE in
+ * lib/delivery/thread.ts, where most batches come: not answered, its end is told in the shared
+ * flags, and a failure with `append-failed`), `ended` (answered once the commit of a
  * batch ended: only when the main thread waits for it), `flush`, `pending`, `stats`, `close`,
  * `exec` (a test seam). Every request with an `id` gets one `reply`. Unasked: `opened`,
  * `open-failed`, `foreign`, `warn`, `drop`, `append-failed`, `commit` (the rows of a commit, for
