@@ -8,9 +8,6 @@ import { batchBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
 import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT, smallInsertStatement } from './sql';
 import type { Connection } from './sqlite';
 
-/** Pages a transaction may write besides its rows' own (b-tree interior pages, the sequence, counters). */
-const WAL_SLACK_PAGES = 16;
-
 /** One record waiting in the queue, as it will be sent. */
 export interface QueuedRecord {
   readonly id: number;
@@ -149,7 +146,7 @@ export class SqliteQueue implements Queue {
       rows = await this.makeRoom(rows);
       const notices = this.drops.mayHaveUnreported ? await this.drops.takeNotices(rows, await this.space.room()) : [];
       /** What the commit may have written to the WAL (see `trimWal`); unknown once the disk was full. */
-      let walWritten = batchBytes(rows) + WAL_SLACK_PAGES * this.space.pageSize;
+      let walWritten = batchBytes(rows);
       try {
         await this.insertAll(rows, notices, undefined, committed);
       } catch (err) {
@@ -377,7 +374,7 @@ export class SqliteQueue implements Queue {
       // A claim rewrites its rows: their text (up to 3 bytes a UTF-16 unit) and their leases.
       let chars = 0;
       for (const r of rows) chars += r.body.length;
-      await this.space.trimWal(3 * chars + rows.length * ROW_OVERHEAD + WAL_SLACK_PAGES * this.space.pageSize);
+      await this.space.trimWal(3 * chars + rows.length * ROW_OVERHEAD);
       return rows.sort((a, b) => a.id - b.id);
     });
   }
@@ -433,7 +430,7 @@ export class SqliteQueue implements Queue {
           out = new Set(gone.map((r) => r.id));
         }
         // A delete rewrites the pages its rows were on: a page a row, at most.
-        await this.space.trimWal((rows + WAL_SLACK_PAGES) * this.space.pageSize);
+        await this.space.trimWal(rows * this.space.pageSize);
         return out;
       });
       waiting = this.waitingAck = { parts, done };

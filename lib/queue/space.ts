@@ -23,6 +23,8 @@ const WAL_BUDGET_MAX = 4 * 1024 * 1024;
 const SHM_BYTES = 32 * 1024;
 /** The WAL budget from which `trimWal` skips measuring after small transactions. */
 const SMALL_WRITE_BUDGET = 1024 * 1024;
+/** Pages a transaction may write besides its rows' own (b-tree interior pages, the sequence, counters). */
+const WAL_SLACK_PAGES = 16;
 /** Disk kept free beyond the WAL's allowance: for a checkpoint, the counters, a notice. */
 const DISK_RESERVE = 64 * 1024;
 
@@ -107,15 +109,15 @@ export class Space {
 
   /**
    * A large transaction (a commit, a claim, a delete) leaves a large WAL behind: its space is given
-   * back now, not at the next checkpoint. Call inside `exclusive`, with what the transaction may
-   * have written to the WAL (bytes, at most): with a WAL budget of a MiB or more, one that wrote
-   * less than an eighth of it is not measured. SQLite's automatic checkpoint and
+   * back now, not at the next checkpoint. Call inside `exclusive`, with what the transaction's rows
+   * may have written to the WAL (bytes, at most; WAL_SLACK_PAGES are added for the rest): with a
+   * WAL budget of a MiB or more, one that wrote less than an eighth of it is not measured. SQLite's automatic checkpoint and
    * `journal_size_limit` keep the WAL near its budget after small transactions (it grows past that
    * by one transaction), and a stat() after each one cost about 5% of the worker's CPU at a steady
    * 2,000 records a second.
    */
   async trimWal(written = Number.POSITIVE_INFINITY): Promise<void> {
-    if (this.walBudget >= SMALL_WRITE_BUDGET && written < this.walBudget / 8) return;
+    if (this.walBudget >= SMALL_WRITE_BUDGET && written + WAL_SLACK_PAGES * this.pageSize < this.walBudget / 8) return;
     if (sizeOf(`${this.file}-wal`) > 2 * this.walBudget) await this.checkpoint();
   }
 

@@ -17,6 +17,13 @@ export const ROWS_PER_INSERT = 32_000;
  */
 export const PARTS_PER_INSERT = 64;
 
+/** The `CASE` branches that pick a row's chunk part: part k is parameter ?(k + 1), from ?2 on. */
+function partCases(parts: number): string {
+  let cases = '';
+  for (let p = 2; p < 2 + parts; p++) cases += ` WHEN ${p} THEN ?${p}`;
+  return cases;
+}
+
 /**
  * One INSERT of `rows`. Each chunk part is bound once, as bytes (?2, ?3, ...), and each row is a
  * VALUES row of integers: (its part's parameter, its 1-based offset there, its length), so no row is
@@ -31,8 +38,7 @@ export function insertStatement(rows: RecordBatch, now: number, destination: str
     (offset, length) => (values += `(${params.length + 1},${offset + 1},${length}),`),
     (bytes) => params.push(bytes),
   );
-  let pick = '';
-  for (let p = 2; p <= params.length; p++) pick += ` WHEN ${p} THEN ?${p}`;
+  const pick = partCases(params.length - 1);
   params.push(destination);
   const sql = `INSERT INTO records (body, created_at, destination) SELECT CAST(substr(CASE column1${pick} END, column2, column3) AS TEXT), ?1, ?${params.length} FROM (VALUES ${values.slice(0, -1)})`;
   return [sql, params];
@@ -43,14 +49,12 @@ export const SMALL_INSERT_ROWS = 256;
 /** Chunk parts a commit may have for `smallInsertStatement` (a hand-over's rows start a chunk part). */
 export const SMALL_INSERT_PARTS = 8;
 
-let pickParts = '';
-for (let p = 2; p < 2 + SMALL_INSERT_PARTS; p++) pickParts += ` WHEN ${p} THEN ?${p}`;
 /**
  * The SQL of `smallInsertStatement`: the same text for every commit, so it is prepared once and
  * kept. The rows come as one JSON parameter, `[[part, offset, length], ...]`, in their order.
  */
 const SMALL_INSERT_SQL =
-  `INSERT INTO records (body, created_at, destination) SELECT CAST(substr(CASE json_extract(j.value, '$[0]')${pickParts} END, ` +
+  `INSERT INTO records (body, created_at, destination) SELECT CAST(substr(CASE json_extract(j.value, '$[0]')${partCases(SMALL_INSERT_PARTS)} END, ` +
   `json_extract(j.value, '$[1]'), json_extract(j.value, '$[2]')) AS TEXT), ?1, ?${2 + SMALL_INSERT_PARTS} ` +
   `FROM json_each(?${3 + SMALL_INSERT_PARTS}) AS j ORDER BY j.key`;
 
