@@ -486,6 +486,53 @@ describe('VectorTransport through a winston logger', () => {
     assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: n }, (_, i) => `s${i}`)]);
   });
 
+  it("a logger that writes its next records on 'drain' is pushed back at highWaterMark a turn: the event loop keeps turning while it logs", async () => {
+    const hwm = 1000;
+    const { r, t, logger } = await openedWith({ highWaterMark: hwm, batchSize: 1000 });
+    // Small records first, until winston is pushed back (they stay in one chunk); then ones that
+    // fill a 1 MiB chunk every ~250, which go to the worker as they fill: winston is never pushed
+    // back by waiting records again. A caller that does some work per call (0.1 ms) lets the
+    // worker keep up, so nothing this thread waits for needs the event loop.
+    const small = hwm + 100;
+    const n = small + 6000;
+    const pad = 'x'.repeat(4000);
+    let turn = 0;
+    let turning = true;
+    const next = () => {
+      turn++;
+      if (turning) setImmediate(next);
+    };
+    setImmediate(next);
+    const perTurn = new Map<number, number>();
+    let i = 0;
+    await new Promise<void>((done) => {
+      // What a service honouring backpressure does: write until write() says false, go on at 'drain'.
+      const step = () => {
+        for (let k = 0; k < 2000 && i < n; k++) {
+          perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1);
+          const record = i < small ? { message: `d${i}` } : { message: `d${i}`, pad };
+          const end = performance.now() + (i < small ? 0 : 0.1);
+          while (performance.now() < end);
+          i++;
+          if (!logger.write({ level: 'info', ...record, [Symbol.for('level')]: 'info' } as never)) {
+            logger.once('drain', step);
+            return;
+          }
+        }
+        if (i < n) setImmediate(step);
+        else done();
+      };
+      step();
+    });
+    turning = false;
+    const most = Math.max(...perTurn.values());
+    // highWaterMark, plus what winston's streams (16 deep each) hold when it is let go.
+    assert.ok(most <= hwm + 64, `at most ~highWaterMark records a turn (${most} in one, over ${perTurn.size} turns)`);
+    await t.flush();
+    await r.waitForEvents(n + 1);
+    assert.deepEqual(messages(r.events), ['open', ...Array.from({ length: n }, (_, j) => `d${j}`)]);
+  });
+
   for (const listening of [false, true]) {
     it(`a commit that fails is counted (write-failed) and told; committed() resolves and the commits after it go in, in order (${listening ? "with a 'commit' listener" : 'no listener'})`, async () => {
       const r = await receiver();

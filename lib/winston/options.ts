@@ -64,7 +64,9 @@ export interface VectorTransportOptions extends TransportStreamOptions {
   /**
    * Records accepted and waiting for the next commit before the transport pushes back on winston's
    * stream (they go into one transaction); in a synchronous burst, chunks go to the delivery worker
-   * as they fill, while fewer than four times as many handed over are not yet committed. Default 16384.
+   * as they fill, while fewer than four times as many handed over are not yet committed. Once it has
+   * pushed back, also the records it takes in one turn of the event loop, until a turn ends with
+   * nothing held back. Default 16384.
    */
   highWaterMark?: number;
   /**

@@ -173,8 +173,12 @@ export class VectorTransport extends TransportStream {
    */
   private readonly uncommitted = new BatchWriter();
   private uncommittedInfos: Record<string, unknown>[] = [];
-  /** winston's callbacks held back while `highWaterMark` records wait. */
+  /** winston's callbacks held back while `highWaterMark` records wait, or until the turn ends (see `admit`). */
   private held: Array<() => void> = [];
+  /** Set while the transport paces winston (see `admit`): the end of this turn of the event loop. */
+  private turnEnd: NodeJS.Immediate | undefined;
+  /** Records accepted since pacing counted from zero (at the start of its turn, see `pace`). */
+  private turnAccepted = 0;
   /** The commit loop, while it runs. */
   private committing: Promise<void> | undefined;
   /** Callers of `committed()` (and of what waits for it) still waiting: no commit waits for more records meanwhile. */
@@ -451,6 +455,7 @@ export class VectorTransport extends TransportStream {
       this.drop('queue-unavailable', 1);
       return;
     }
+    this.turnAccepted++;
     try {
       this.uncommitted.write(buildRecord(info, this.context()));
       this.flags[FLAG_WAITING] = this.uncommitted.length;
@@ -528,9 +533,48 @@ export class VectorTransport extends TransportStream {
     );
   }
 
+  /**
+   * winston's callback: at once, unless `highWaterMark` records wait for a commit, or the transport
+   * paces winston and this turn of the event loop has already taken `highWaterMark` records.
+   *
+   * It paces winston from when it first holds a callback back until a turn ends with none held.
+   * For a logger that writes its next records on 'drain', as a service honouring backpressure
+   * does: readable-stream emits 'drain' inside the pipe's read loop, so once the transport lets it
+   * go on, with each callback at once and the worker keeping up, its next records come in that
+   * same loop, for as long as it logs. Its timers and I/O would wait for all of it (seconds,
+   * measured), and every callback readable-stream defers with `process.nextTick` with them
+   * (hundreds of MiB). A synchronous loop of log calls is not held back by this, unless it comes
+   * in a turn that follows one where winston was.
+   */
   private admit(callback: () => void): void {
-    if (this.uncommitted.length < this.config.highWaterMark || this.openFailed) callback();
-    else this.held.push(callback);
+    if (this.openFailed || (this.uncommitted.length < this.config.highWaterMark && (this.turnEnd === undefined || this.turnAccepted < this.config.highWaterMark))) {
+      callback();
+      return;
+    }
+    this.held.push(callback);
+    this.pace();
+  }
+
+  /** Paces winston until the end of this turn of the event loop, counting what it accepts from now. */
+  private pace(): void {
+    if (this.turnEnd !== undefined) return;
+    this.turnAccepted = 0;
+    this.turnEnd = setImmediate(() => {
+      this.turnEnd = undefined;
+      // Held for a commit: the commit loop lets them go (through `releaseHeld`) once it took the records.
+      if (this.held.length === 0 || this.uncommitted.length >= this.config.highWaterMark) return;
+      // What they bring is paced too: the next turn counts from here.
+      this.pace();
+      for (const callback of this.held.splice(0)) callback();
+    });
+  }
+
+  /**
+   * There is room again: winston may go on, at the end of this turn (see `admit`). Not here: this
+   * runs in a microtask, where winston's next records would come in the same turn.
+   */
+  private releaseHeld(): void {
+    if (this.held.length > 0) this.pace();
   }
 
   /**
@@ -577,7 +621,7 @@ export class VectorTransport extends TransportStream {
         // There is room again: winston may hand over the next records while this commit runs.
         // Only now: a callback can bring winston's next records, and a chunk they fill goes to the
         // worker at once (handOverFilled), after this batch.
-        for (const callback of this.held.splice(0)) callback();
+        this.releaseHeld();
       }
     } finally {
       // Also when a listener of 'logged' or 'warn' threw: what waits is still committed (held
