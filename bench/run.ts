@@ -10,7 +10,8 @@
  * slow while the receiver is down), and three would take the whole run past ten minutes.
  *
  * Environment: BENCH_N (records per throughput run, 100000), BENCH_RUNS (runs per figure, median; 3),
- * BENCH_MEM_N (records logged while the receiver is down, 1000000), BENCH_ONLY (comma list of contenders;
+ * BENCH_MEM_N (records logged while the receiver is down, 1000000; the do-nothing transport logs them too,
+ * for winston's own growth at that rate), BENCH_ONLY (comma list of contenders;
  * `floor`, bench/floor.ts, runs only when named there),
  * BENCH_CPU_PROF (a directory: each contender process writes a `node --cpu-prof` profile there, every thread
  * its own, sampled every BENCH_CPU_PROF_INTERVAL µs: 97, a period prime to the steady runs' ticks, which
@@ -245,7 +246,7 @@ async function memoryRun(name: ContenderName, receiver: CountingReceiver) {
   const rss = c.report.rss!;
   const back = Date.now();
   await receiver.up();
-  const at = await receiver.reached(MEM_N, 40_000);
+  const at = name === 'noop' ? undefined : await receiver.reached(MEM_N, 40_000);
   await c.finish().catch(() => undefined);
   c.child.kill('SIGKILL');
   await c.exited;
@@ -293,7 +294,8 @@ async function main(): Promise<void> {
   const results: Partial<Record<ContenderName, Figures>> = PHASES.has('throughput') ? await throughput(receiver) : {};
   for (const name of CONTENDERS) results[name] ??= { producerPerSec: Number.NaN, e2ePerSec: null, cpuSecPer100k: Number.NaN };
   const steady = PHASES.has('steady') ? await steadyRates(receiver) : {};
-  for (const name of CONTENDERS.filter((c) => PHASES.has('memory') && NETWORK.has(c) && !THROUGHPUT_ONLY.has(c))) {
+  // The do-nothing transport's growth is winston's own at that rate: the floor of the column.
+  for (const name of CONTENDERS.filter((c) => PHASES.has('memory') && ((NETWORK.has(c) && !THROUGHPUT_ONLY.has(c)) || c === 'noop'))) {
     process.stderr.write(`memory with the receiver down: ${name}\n`);
     results[name]!.memory = await memory(name, receiver, DURABLE.has(name) ? RUNS : 1);
   }
@@ -326,7 +328,7 @@ async function main(): Promise<void> {
       fmt(f.e2ePerSec),
       f.cpuSecPer100k.toFixed(2),
       m ? `${m.rssGrowthMiB} (peak ${m.peakGrowthMiB})` : '-',
-      m ? `${m.received.toLocaleString('en-US')}/${m.records.toLocaleString('en-US')}${m.drainSec === null ? '' : ` in ${m.drainSec}s`}` : '-',
+      m && name !== 'noop' ? `${m.received.toLocaleString('en-US')}/${m.records.toLocaleString('en-US')}${m.drainSec === null ? '' : ` in ${m.drainSec}s`}` : '-',
     ];
   });
   const head = ['contender', 'keeps across crash', 'producer rec/s, 1000 a tick', 'vs File', 'vs ceiling', 'producer rec/s, one loop', 'end-to-end rec/s', 'CPU s/100k', `RSS growth MiB, ${MEM_N.toLocaleString('en-US')} while down`, 'delivered after outage'];
