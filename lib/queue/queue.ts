@@ -144,7 +144,12 @@ export class SqliteQueue implements Queue {
     const committed = hooks.length === 0 ? undefined : () => hooks.forEach((h) => h());
     try {
       rows = await this.makeRoom(rows);
-      const notices = this.drops.mayHaveUnreported ? await this.drops.takeNotices(rows, await this.space.room()) : [];
+      let notices: Notice[] = [];
+      if (this.drops.mayHaveUnreported) {
+        notices = await this.drops.takeNotices(rows, await this.space.room());
+        // That measure was taken before these rows are written: they count against the next one.
+        this.space.wrote(2 * batchBytes(rows));
+      }
       /** What the commit may have written to the WAL (see `trimWal`); unknown once the disk was full. */
       let walWritten = batchBytes(rows);
       try {
@@ -241,8 +246,15 @@ export class SqliteQueue implements Queue {
     if (this.options.overflow === 'drop-oldest') {
       // Deleted rows free whole pages only once a page is empty, so measure again after each step;
       // every older record goes before any of the incoming ones.
-      while (incoming > room) {
-        const need = Math.max(incoming - room, 4 * this.space.pageSize);
+      // A full disk: the WAL's frames go into the file first, and the WAL gives its space back.
+      if (this.space.diskBound) {
+        await this.space.checkpoint();
+        room = await this.space.room();
+      }
+      // Up to what one commit can take on the disk: beyond it, deleting only frees pages in the
+      // file, which the WAL cannot use, and would take every older record for nothing.
+      while (Math.min(incoming, this.space.commitCap) > room) {
+        const need = Math.max(Math.min(incoming, this.space.commitCap) - room, 4 * this.space.pageSize);
         // A DELETE needs WAL space too: on a full disk, checkpoint first and try once more.
         const freed = await this.dropOldest(need, reason()).catch(async (e: unknown) => {
           if (!isFull(e)) throw e;
@@ -253,13 +265,18 @@ export class SqliteQueue implements Queue {
         await this.space.checkpoint();
         room = await this.space.room();
       }
-      if (incoming <= room) return rows;
-      // More than the whole bound in one burst: keep its newest records.
+      if (incoming <= room) {
+        this.space.wrote(incoming);
+        return rows;
+      }
+      // More than the whole bound, or than the disk lets one commit take, in one burst: keep its
+      // newest records.
       const costs = rowCosts(rows);
       let keep = rows.length;
       let bytes = 0;
       while (keep > 0 && bytes + 2 * costs[keep - 1]! <= room) bytes += 2 * costs[--keep]!;
       this.drops.dropped(reason(), keep);
+      this.space.wrote(bytes);
       return rows.slice(keep);
     }
     // drop-newest: what fits of the oldest, then nothing until there is room again (no record
@@ -270,6 +287,7 @@ export class SqliteQueue implements Queue {
     if (!this.full) while (keep < rows.length && bytes + 2 * costs[keep]! <= room) bytes += 2 * costs[keep++]!;
     if (keep < rows.length) this.full = true;
     this.drops.dropped(reason(), rows.length - keep);
+    this.space.wrote(bytes);
     return rows.slice(0, keep);
   }
 

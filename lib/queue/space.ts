@@ -25,6 +25,8 @@ const SHM_BYTES = 32 * 1024;
 const SMALL_WRITE_BUDGET = 1024 * 1024;
 /** Pages a transaction may write besides its rows' own (b-tree interior pages, the sequence, counters). */
 const WAL_SLACK_PAGES = 16;
+/** Bytes of pages (in the WAL, then in the file) a byte of rows takes at most: pages are not full, WAL frames have headers. */
+const PAGES_PER_ROW_BYTE = 1.25;
 /** Disk kept free beyond the WAL's allowance: for a checkpoint, the counters, a notice. */
 const DISK_RESERVE = 64 * 1024;
 
@@ -58,25 +60,41 @@ export class Space {
   }
 
   /**
-   * Bytes that may still be written. Under `maxQueueBytes`: the pages in use, the shared-memory
-   * file, and what the WAL may hold after a commit (it is truncated back to twice its budget)
-   * count. On the disk: what is free, plus the pages SQLite can reuse, less that WAL allowance and a
-   * reserve, so there is always room to delete, and to move the WAL into the file.
+   * Bytes that may still be written (counted as a commit counts them: twice its rows, see
+   * `makeRoom`). Under `maxQueueBytes`: the pages in use, the shared-memory file, and what the WAL
+   * may hold after a commit (it is truncated back to twice its budget) count.
+   *
+   * On the disk, what is free once the WAL is checkpointed into the file and truncated: the free
+   * space, plus the WAL, less the pages the file must still grow by to take the WAL in (a
+   * checkpoint that cannot grow the file fails, and then nothing can be written or deleted again).
+   * A commit writes its rows twice: to the WAL, which needs free disk (the file's free pages are
+   * no use to it), and at the checkpoint to the file, which reuses its free pages first. So a
+   * commit fits when its WAL frames and the file's growth fit in the free disk less a reserve
+   * (for a delete, the counters, a notice), and the growth leaves the WAL's allowance free after it.
    */
   async room(): Promise<number> {
-    const row = await this.conn.get<{ used: number; free: number }>(
-      'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count()) AS used, (SELECT freelist_count FROM pragma_freelist_count()) AS free',
+    const row = await this.conn.get<{ pages: number; free: number }>(
+      'SELECT (SELECT page_count FROM pragma_page_count()) AS pages, (SELECT freelist_count FROM pragma_freelist_count()) AS free',
     );
-    const pages = (row?.used ?? 0) * this.pageSize;
+    const pageCount = row?.pages ?? 0;
+    const freePages = (row?.free ?? 0) * this.pageSize;
+    const pages = pageCount * this.pageSize - freePages;
     const wal = sizeOf(`${this.file}-wal`);
     const shm = sizeOf(`${this.file}-shm`);
     this.usage = pages + wal + shm;
     const residual = 2 * this.walBudget;
     const byBound = this.maxQueueBytes - pages - Math.max(shm, SHM_BYTES) - residual;
     let byDisk = Number.POSITIVE_INFINITY;
+    this.commitCap = Number.POSITIVE_INFINITY;
     try {
       const fs = statfsSync(dirname(this.file));
-      byDisk = fs.bavail * fs.bsize + wal + (row?.free ?? 0) * this.pageSize - residual - DISK_RESERVE;
+      const growth = Math.max(0, pageCount * this.pageSize - sizeOf(this.file));
+      const free = fs.bavail * fs.bsize + wal - growth - DISK_RESERVE;
+      // The rows' WAL frames alone: dropping old records (free pages) does not make this larger.
+      // Then their pages, where free pages do not take them; and the WAL's allowance after that.
+      // In bytes of rows: their pages are not full, and each WAL frame has a header.
+      this.commitCap = (2 * free) / PAGES_PER_ROW_BYTE;
+      byDisk = Math.min(2 * free, free + freePages, 2 * (free - residual + freePages)) / PAGES_PER_ROW_BYTE;
     } catch {
       // no statfs here: SQLITE_FULL is still handled
     }
@@ -85,6 +103,12 @@ export class Space {
     this.measured = { at: this.now(), room, since: 0 };
     return room;
   }
+
+  /**
+   * The most one commit can take on the disk at the last measure (counted as `room` counts): its
+   * WAL frames need free disk, which deleting records does not give.
+   */
+  commitCap = Number.POSITIVE_INFINITY;
 
   /** Bytes the queue takes on disk at the last measure: pages in use, WAL and shm. */
   usage = 0;
