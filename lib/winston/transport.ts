@@ -877,7 +877,12 @@ export class VectorTransport extends TransportStream {
     try {
       while (!this.openFailed) {
         const last = this.flights[this.flights.length - 1];
-        if (this.committing === undefined && last === undefined) break;
+        if (this.committing === undefined && last === undefined) {
+          if (this.held.length === 0) break;
+          // winston was held back: its records come when the turn ends (see `admit`), then commit.
+          await new Promise((resolve) => setImmediate(resolve));
+          continue;
+        }
         this.commitNow?.();
         const step = this.committing ?? this.whenSettled(last!);
         if (this.opened) await step;
