@@ -216,7 +216,7 @@ describe('the queue stays inside its bounds on disk', () => {
   const root = process.getuid?.() === 0 && spawnSync('mount', ['--version']).status === 0;
   // A round of 1000 records in one loop is one commit; a service that logs as it goes (a turn of
   // the event loop every 250) makes several, which can queue up behind one another.
-  for (const perCommit of [1000, 250]) it(`a real full disk (a 3 MiB tmpfs), ${perCommit} records a turn: drop-oldest keeps the newest, counts disk-full, ships a notice, resumes`, { skip: root ? false : 'needs root to mount a tmpfs' }, async () => {
+  for (const perTurn of [1000, 250]) it(`a real full disk (a 3 MiB tmpfs), ${perTurn} records a turn: drop-oldest keeps the newest, counts disk-full, ships a notice, resumes`, { skip: root ? false : 'needs root to mount a tmpfs' }, async () => {
     const mnt = mkdtempSync(join(tmpdir(), 'winston-vector-tmpfs-'));
     const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt], { encoding: 'utf8' });
     assert.equal(mounted.status, 0, mounted.stderr);
@@ -232,9 +232,10 @@ describe('the queue stays inside its bounds on disk', () => {
     for (let round = 0; round < 10; round++) {
       for (let i = 0; i < 1000; i++) {
         logger.info(`r${round}-${i}`, { pad: 'x'.repeat(500) });
-        if (i % perCommit === perCommit - 1) await new Promise((resolve) => setImmediate(resolve));
+        if (i % perTurn === perTurn - 1) await new Promise((resolve) => setImmediate(resolve));
       }
     }
+    await t.committed();
     let stats = await t.stats();
     assert.equal(stats.dropped['write-failed'], undefined, 'nothing failed to write');
     const dropped = stats.dropped['disk-full'] ?? 0;
