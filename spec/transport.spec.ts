@@ -620,14 +620,17 @@ describe('VectorTransport through a winston logger', () => {
   });
 
   it('a few records a turn go to the worker through shared memory, not a message a turn; while it waits out commitDelay they do not wake it', async () => {
-    const { r, t, logger } = await openedWith({ commitDelay: 50 });
+    const { r, t, logger } = await openedWith({ commitDelay: 100 });
     const before = t.handedOver();
     // Each batch takes a chunk until its commit, and a transport keeps eight: six turns a commit.
     for (let round = 0; round < 3; round++) {
       for (let i = 0; i < 6; i++) {
         logger.info(`turn${round}-${i}a`);
         logger.info(`turn${round}-${i}b`);
-        await new Promise((resolve) => setImmediate(resolve));
+        // After the first, the worker has had time to wake and to start waiting out commitDelay
+        // (on a loaded machine it could otherwise still be asleep when the next ones come).
+        if (i === 0) await sleep(20);
+        else await new Promise((resolve) => setImmediate(resolve));
       }
       await t.committed();
     }
