@@ -4,7 +4,7 @@ import { RecordBatch } from '../delivery/batch';
 import { VectorQueueError } from '../errors';
 import { Drops, type DropReason, type Notice } from './drops';
 import { ownerDied } from './queue-file';
-import { batchBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
+import { batchBytes, commitBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
 import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT, smallInsertStatement } from './sql';
 import type { Connection } from './sqlite';
 
@@ -148,7 +148,7 @@ export class SqliteQueue implements Queue {
       if (this.drops.mayHaveUnreported) {
         notices = await this.drops.takeNotices(rows, await this.space.room());
         // That measure was taken before these rows are written: they count against the next one.
-        this.space.wrote(2 * batchBytes(rows));
+        this.space.wrote(commitBytes(rows));
       }
       /** What the commit may have written to the WAL (see `trimWal`); unknown once the disk was full. */
       let walWritten = batchBytes(rows);
@@ -169,7 +169,7 @@ export class SqliteQueue implements Queue {
           );
         let written = await attempt();
         if (!written && this.options.overflow === 'drop-oldest') {
-          const need = batchBytes(rows) * 2 + 16 * this.space.pageSize;
+          const need = commitBytes(rows) + 16 * this.space.pageSize;
           if ((await this.dropOldest(need, 'disk-full').catch((e: unknown) => (isFull(e) ? 0 : Promise.reject(e)))) > 0) {
             await this.space.checkpoint();
             written = await attempt();
@@ -234,8 +234,7 @@ export class SqliteQueue implements Queue {
 
   /** Applies the overflow policy so that `rows` fit; returns the rows that will be written. */
   private async makeRoom(rows: RecordBatch): Promise<RecordBatch> {
-    // A commit takes its bytes twice for a while: in the WAL, then in the file once checkpointed.
-    const incoming = 2 * batchBytes(rows);
+    const incoming = commitBytes(rows);
     let room = this.full ? await this.space.room() : await this.space.roomFor(incoming);
     if (this.full && room >= Math.max(incoming, this.options.maxQueueBytes / 4)) this.full = false;
     if (!this.full && incoming <= room) {
@@ -253,8 +252,10 @@ export class SqliteQueue implements Queue {
       }
       // Up to what one commit can take on the disk: beyond it, deleting only frees pages in the
       // file, which the WAL cannot use, and would take every older record for nothing.
-      while (Math.min(incoming, this.space.commitCap) > room) {
-        const need = Math.max(Math.min(incoming, this.space.commitCap) - room, 4 * this.space.pageSize);
+      // (Each measure of the room measures the cap again.)
+      const wanted = () => Math.min(incoming, this.space.commitCap);
+      while (wanted() > room) {
+        const need = Math.max(wanted() - room, 4 * this.space.pageSize);
         // A DELETE needs WAL space too: on a full disk, checkpoint first and try once more.
         const freed = await this.dropOldest(need, reason()).catch(async (e: unknown) => {
           if (!isFull(e)) throw e;

@@ -13,6 +13,8 @@ import type { Connection } from './sqlite';
 export const ROW_OVERHEAD = 48;
 export const textBytes = (bodies: readonly string[]) => bodies.reduce((n, b) => n + Buffer.byteLength(b) + ROW_OVERHEAD, 0);
 export const batchBytes = (rows: RecordBatch) => rows.byteLength + rows.length * ROW_OVERHEAD;
+/** What a commit of `rows` counts against the room (see `Space.room`): its bytes twice, in the WAL and then in the file. */
+export const commitBytes = (rows: RecordBatch) => 2 * batchBytes(rows);
 /** What each row of `rows` costs, in order. */
 export const rowCosts = (rows: RecordBatch) => rows.sizes().map((n) => n + ROW_OVERHEAD);
 
