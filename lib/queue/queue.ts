@@ -4,7 +4,7 @@ import { RecordBatch } from '../delivery/batch';
 import { VectorQueueError } from '../errors';
 import { Drops, type DropReason, type Notice } from './drops';
 import { ownerDied } from './queue-file';
-import { batchBytes, commitBytes, ROW_OVERHEAD, rowCosts, Space } from './space';
+import { batchBytes, commitBytes, commitCosts, ROW_OVERHEAD, Space } from './space';
 import { idsIn, insertStatement, isFull, PARTS_PER_INSERT, ROWS_PER_INSERT, smallInsertStatement } from './sql';
 import type { Connection } from './sqlite';
 
@@ -272,20 +272,20 @@ export class SqliteQueue implements Queue {
       }
       // More than the whole bound, or than the disk lets one commit take, in one burst: keep its
       // newest records.
-      const costs = rowCosts(rows);
+      const costs = commitCosts(rows);
       let keep = rows.length;
       let bytes = 0;
-      while (keep > 0 && bytes + 2 * costs[keep - 1]! <= room) bytes += 2 * costs[--keep]!;
+      while (keep > 0 && bytes + costs[keep - 1]! <= room) bytes += costs[--keep]!;
       this.drops.dropped(reason(), keep);
       this.space.wrote(bytes);
       return rows.slice(keep);
     }
     // drop-newest: what fits of the oldest, then nothing until there is room again (no record
     // newer than a dropped one is kept while the queue stays full).
-    const costs = rowCosts(rows);
+    const costs = commitCosts(rows);
     let keep = 0;
     let bytes = 0;
-    if (!this.full) while (keep < rows.length && bytes + 2 * costs[keep]! <= room) bytes += 2 * costs[keep++]!;
+    if (!this.full) while (keep < rows.length && bytes + costs[keep]! <= room) bytes += costs[keep++]!;
     if (keep < rows.length) this.full = true;
     this.drops.dropped(reason(), rows.length - keep);
     this.space.wrote(bytes);

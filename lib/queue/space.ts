@@ -15,8 +15,8 @@ export const textBytes = (bodies: readonly string[]) => bodies.reduce((n, b) => 
 export const batchBytes = (rows: RecordBatch) => rows.byteLength + rows.length * ROW_OVERHEAD;
 /** What a commit of `rows` counts against the room (see `Space.room`): its bytes twice, in the WAL and then in the file. */
 export const commitBytes = (rows: RecordBatch) => 2 * batchBytes(rows);
-/** What each row of `rows` costs, in order. */
-export const rowCosts = (rows: RecordBatch) => rows.sizes().map((n) => n + ROW_OVERHEAD);
+/** What each row of `rows` counts against the room in a commit (as `commitBytes` counts them all), in order. */
+export const commitCosts = (rows: RecordBatch) => rows.sizes().map((n) => 2 * (n + ROW_OVERHEAD));
 
 /** The WAL's budget: a sixteenth of maxQueueBytes (or of the disk), within these bounds. */
 const WAL_BUDGET_MIN = 8 * 1024;
